@@ -1,0 +1,35 @@
+# Every target bootstraps .venv first, so a fresh clone needs only `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.swishkernels-installed
+# Rebuild the extension when its sources or the build description change.
+EXT_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>/dev/null)
+
+.PHONY: test test-gpu bench experiment check-cuda venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.txt pyproject.toml setup.py $(EXT_SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu tests
+
+bench: $(STAMP)
+	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-only
+
+experiment: $(STAMP)
+	$(PY) -m yolo.experiment
+
+check-cuda:
+	bash tools/check_cuda.sh
+
+clean:
+	rm -rf build *.egg-info swishkernels/*.so .pytest_cache

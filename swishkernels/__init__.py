@@ -1,0 +1,17 @@
+"""swishkernels: fused Swish-family activations whose backward saves only the input.
+
+    import swishkernels as sk
+    y = sk.swish(x)            # or sk.Swish()(x), sk.SwishFunction.apply(x)
+    sk.available_backends("cuda")
+"""
+from . import reference
+from .autograd import MishFunction, SwishFunction
+from .backends import available_backends
+from .functional import mish, swish
+from .modules import Mish, Swish, replace_activations
+
+__version__ = "0.1.0"
+__all__ = [
+    "swish", "mish", "Swish", "Mish", "SwishFunction", "MishFunction",
+    "available_backends", "replace_activations", "reference",
+]

@@ -1,0 +1,45 @@
+"""Memory-layout rules shared by every backend.
+
+Kernels run over the flat storage of a dense tensor, so any dense layout (contiguous, channels_last,
+any permutation) is used as it is and the output gets the same strides. Only a non-dense input (a
+slice with gaps, an expanded tensor) is copied once into a contiguous tensor.
+"""
+import torch
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_dtype(x: torch.Tensor, op_name: str) -> None:
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"swishkernels.{op_name}: unsupported dtype {x.dtype} "
+            f"(supported: float16, bfloat16, float32, float64)"
+        )
+
+
+def is_dense(x: torch.Tensor) -> bool:
+    """True when the elements of x fill a gap-free block of memory exactly once, in any dimension
+    order (contiguous, channels_last, transposed): the kernels can then walk that block as 1-D."""
+    expected = 1
+    for stride, size in sorted((st, s) for s, st in zip(x.shape, x.stride()) if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def dense(x: torch.Tensor) -> torch.Tensor:
+    return x if is_dense(x) else x.contiguous()
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # Strides of size-1 dimensions never address memory, so they may differ freely.
+    return all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(), a.shape) if n > 1)
+
+
+def like(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`grad` in x's dtype and memory layout, so both can be walked as one flat storage.
+    `x` must already be dense."""
+    if grad.dtype == x.dtype and is_dense(grad) and _same_layout(grad, x):
+        return grad
+    return torch.empty_like(x).copy_(grad)

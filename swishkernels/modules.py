@@ -1,0 +1,72 @@
+"""nn.Module forms: drop-in replacements for nn.SiLU / the seed's Swish and nn.Mish."""
+from typing import Callable, Dict, Optional, Type, Union
+
+import torch
+import torch.nn as nn
+
+from . import functional
+
+
+class _Activation(nn.Module):
+    activation = ""
+
+    def __init__(self, inplace: bool = False, backend: Optional[str] = None):
+        super().__init__()
+        self.inplace = inplace
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.activate(x, self.activation, self.inplace, self.backend)
+
+    def extra_repr(self) -> str:
+        parts = ["inplace=True"] if self.inplace else []
+        if self.backend is not None:
+            parts.append(f"backend={self.backend!r}")
+        return ", ".join(parts)
+
+
+class Swish(_Activation):
+    """x * sigmoid(x) (a.k.a. SiLU). Saves only its input for backward. `inplace=True` overwrites the
+    input only when no gradient is needed."""
+    activation = "swish"
+
+
+class Mish(_Activation):
+    """x * tanh(softplus(x)). Saves only its input for backward."""
+    activation = "mish"
+
+
+Replacement = Union[Type[nn.Module], Callable[[nn.Module], nn.Module]]
+
+
+def _default_mapping() -> Dict[Type[nn.Module], Replacement]:
+    return {
+        nn.SiLU: lambda old: Swish(inplace=old.inplace),
+        nn.Mish: lambda old: Mish(inplace=old.inplace),
+    }
+
+
+def _build(replacement: Replacement, old: nn.Module) -> nn.Module:
+    if isinstance(replacement, type):
+        return replacement()
+    new = replacement(old)
+    if not isinstance(new, nn.Module):
+        raise TypeError(f"replace_activations: the replacement for {type(old).__name__} returned "
+                        f"{type(new).__name__}, not an nn.Module")
+    return new
+
+
+def replace_activations(model: nn.Module, mapping: Optional[Dict[Type[nn.Module], Replacement]] = None) -> int:
+    """Swap activation modules in place: nn.SiLU -> Swish and nn.Mish -> Mish (keeping `inplace`), plus
+    `mapping` entries {module class: replacement class, or callable(old module) -> new module}. Types
+    match exactly (subclasses are left alone). Returns how many modules were replaced."""
+    table = _default_mapping()
+    table.update(mapping or {})
+    targets = [(name, module) for name, module in model.named_modules() if type(module) in table]
+    for name, old in targets:
+        if not name:
+            raise ValueError("replace_activations: the model itself is an activation; replace it directly")
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, _build(table[type(old)], old))
+    return len(targets)

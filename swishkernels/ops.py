@@ -1,0 +1,162 @@
+"""torch.library ops for every backend, each with a fake (meta) implementation and autograd.
+
+Per backend and activation there are three ops (X = swish or mish):
+  X_forward(x) -> y                 saves only x for backward
+  X_backward(grad_output, x) -> dx  recomputes the sigmoid; itself differentiable (double backward)
+  X_forward_inplace(x!) -> ()       writes f(x) into x; for inference, no autograd
+The C++ extension defines `swishkernels::X_*` (CPU and CUDA kernels; this file adds fake and autograd);
+Triton and the PyTorch reference are defined here as `swishkernels::triton_X_*` and `reference_X_*`.
+"""
+from typing import Callable, NamedTuple
+
+import torch
+
+from . import _layout, backends, reference
+
+ACTIVATIONS = ("swish", "mish")
+
+_REFERENCE_MATH = {
+    "swish": (reference.swish_forward, reference.swish_backward, reference.swish_double_backward),
+    "mish": (reference.mish_forward, reference.mish_backward, reference.mish_double_backward),
+}
+
+
+class OpSet(NamedTuple):
+    forward: Callable
+    backward: Callable
+    forward_inplace: Callable
+
+
+def _register_autograd(activation: str, forward_name: str, backward_name: str, backward) -> None:
+    """Forward saves x alone; backward calls the backward op, whose own gradient uses reference math
+    (second derivatives are rare and not worth a kernel)."""
+    double_backward = _REFERENCE_MATH[activation][2]
+
+    def forward_setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    def forward_grad(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return backward(grad_output, x)
+
+    def backward_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def backward_grad(ctx, grad_grad_input):
+        grad_output, x = ctx.saved_tensors
+        return double_backward(grad_grad_input, grad_output, x)
+
+    torch.library.register_autograd(forward_name, forward_grad, setup_context=forward_setup)
+    torch.library.register_autograd(backward_name, backward_grad, setup_context=backward_setup)
+
+
+def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) -> OpSet:
+    """Define the three ops of one activation for a Python-implemented backend.
+
+    run_forward(x, out) and run_backward(grad_output, x, grad_input) fill preallocated outputs that
+    share the dense layout of x (run_forward may get out is x, for the in-place op).
+    """
+    name = f"swishkernels::{prefix}_{activation}"
+
+    @torch.library.custom_op(f"{name}_forward", mutates_args=())
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        _layout.check_dtype(x, f"{activation}_forward")
+        x = _layout.dense(x)
+        out = torch.empty_like(x)
+        run_forward(x, out)
+        return out
+
+    @forward.register_fake
+    def _(x):
+        _layout.check_dtype(x, f"{activation}_forward")
+        return torch.empty_like(_layout.dense(x))
+
+    @torch.library.custom_op(f"{name}_backward", mutates_args=())
+    def backward(grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        _layout.check_dtype(x, f"{activation}_backward")
+        x = _layout.dense(x)
+        grad_input = torch.empty_like(x)
+        run_backward(_layout.like(grad_output, x), x, grad_input)
+        return grad_input
+
+    @backward.register_fake
+    def _(grad_output, x):
+        _layout.check_dtype(x, f"{activation}_backward")
+        return torch.empty_like(_layout.dense(x))
+
+    @torch.library.custom_op(f"{name}_forward_inplace", mutates_args=("x",))
+    def forward_inplace(x: torch.Tensor) -> None:
+        _layout.check_dtype(x, f"{activation}_forward_inplace")
+        work = _layout.dense(x)
+        run_forward(work, work)
+        if work is not x:  # a non-dense input was computed in a contiguous copy
+            x.copy_(work)
+
+    @forward_inplace.register_fake
+    def _(x):
+        _layout.check_dtype(x, f"{activation}_forward_inplace")
+
+    _register_autograd(activation, f"{name}_forward", f"{name}_backward", backward)
+    return OpSet(forward, backward, forward_inplace)
+
+
+def _triton_ops(activation: str) -> OpSet:
+    def run_forward(x, out):
+        from .triton import launch  # imports Triton only when this backend runs
+        launch.forward(activation, x, out)
+
+    def run_backward(grad_output, x, grad_input):
+        from .triton import launch
+        launch.backward(activation, grad_output, x, grad_input)
+
+    return _define_python_ops("triton", activation, run_forward, run_backward)
+
+
+def _reference_ops(activation: str) -> OpSet:
+    math_forward, math_backward, _ = _REFERENCE_MATH[activation]
+
+    def run_forward(x, out):
+        out.copy_(math_forward(x))
+
+    def run_backward(grad_output, x, grad_input):
+        grad_input.copy_(math_backward(grad_output, x))
+
+    return _define_python_ops("reference", activation, run_forward, run_backward)
+
+
+def _extension_ops(activation: str) -> OpSet:
+    """The C++ ops (already defined by swishkernels._C) given fake implementations and autograd."""
+    namespace = torch.ops.swishkernels
+    forward = getattr(namespace, f"{activation}_forward").default
+    backward = getattr(namespace, f"{activation}_backward").default
+    forward_inplace = getattr(namespace, f"{activation}_forward_inplace").default
+    def fake_forward(x):
+        _layout.check_dtype(x, f"{activation}_forward")
+        return torch.empty_like(_layout.dense(x))
+
+    def fake_backward(grad_output, x):
+        _layout.check_dtype(x, f"{activation}_backward")
+        return torch.empty_like(_layout.dense(x))
+
+    def fake_forward_inplace(x):
+        _layout.check_dtype(x, f"{activation}_forward_inplace")
+
+    torch.library.register_fake(forward.name(), fake_forward)
+    torch.library.register_fake(backward.name(), fake_backward)
+    torch.library.register_fake(forward_inplace.name(), fake_forward_inplace)
+    _register_autograd(activation, forward.name(), backward.name(), backward)
+    return OpSet(forward, backward, forward_inplace)
+
+
+_OPS = {
+    "triton": {act: _triton_ops(act) for act in ACTIVATIONS},
+    "reference": {act: _reference_ops(act) for act in ACTIVATIONS},
+}
+if backends.EXTENSION_ERROR is None:
+    _extension = {act: _extension_ops(act) for act in ACTIVATIONS}
+    _OPS["cpu"] = _OPS["cuda"] = _extension
+
+
+def get(backend: str, activation: str) -> OpSet:
+    """The ops of `activation` for a backend that `backends.resolve` has already checked."""
+    return _OPS[backend][activation]

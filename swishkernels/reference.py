@@ -1,0 +1,113 @@
+"""Pure-PyTorch Swish/Mish variants: the ground truth for tests and the peers for benchmarks.
+
+Includes the three Swish versions from the 2019 YOLOv3 thread (naive module, the in-place `x.mul_`
+module that silently changed its input, and MemoryEfficientSwish), kept exactly as written there so
+tests and benchmarks can show what they cost and where they go wrong.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "swish_naive", "swish_seed_inplace", "MemoryEfficientSwishFunction",
+    "NaiveSwish", "SeedInplaceSwish", "MemoryEfficientSwish",
+    "swish_forward", "swish_backward", "swish_double_backward",
+    "mish_forward", "mish_backward", "mish_double_backward",
+]
+
+
+# ---- the seed's variants -------------------------------------------------------------------------------------
+
+def swish_naive(x):
+    """`x * sigmoid(x)`: autograd keeps both x and sigmoid(x) for backward."""
+    return x * torch.sigmoid(x)
+
+
+def swish_seed_inplace(x):
+    """The seed's `x.mul_(torch.sigmoid(x))`: overwrites its input, so anything else that still
+    reads x (a shortcut, a route) silently sees Swish(x). Kept only to demonstrate that bug."""
+    return x.mul_(torch.sigmoid(x))
+
+
+class MemoryEfficientSwishFunction(torch.autograd.Function):
+    """The seed's SwishImplementation: saves only the input, recomputes sigmoid in backward."""
+
+    @staticmethod
+    def forward(ctx, i):
+        result = i * torch.sigmoid(i)
+        ctx.save_for_backward(i)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (i,) = ctx.saved_tensors
+        sigmoid_i = torch.sigmoid(i)
+        return grad_output * (sigmoid_i * (1 + i * (1 - sigmoid_i)))
+
+
+class NaiveSwish(nn.Module):
+    def forward(self, x):
+        return swish_naive(x)
+
+
+class SeedInplaceSwish(nn.Module):
+    def forward(self, x):
+        return swish_seed_inplace(x)
+
+
+class MemoryEfficientSwish(nn.Module):
+    def forward(self, x):
+        return MemoryEfficientSwishFunction.apply(x)
+
+
+# ---- reference math for the `reference` backend ----------------------------------------------------------
+# Computed in fp32 for 16-bit inputs (as the kernels do) and in the input's precision otherwise.
+
+def _compute_dtype(x):
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def swish_forward(x):
+    return F.silu(x.to(_compute_dtype(x))).to(x.dtype)
+
+
+def swish_backward(grad_output, x):
+    xc = x.to(_compute_dtype(x))
+    s = torch.sigmoid(xc)
+    return (grad_output.to(xc.dtype) * s * (1 + xc * (1 - s))).to(x.dtype)
+
+
+def swish_double_backward(grad_grad_input, grad_output, x):
+    """Gradients of swish_backward(g, x) = g * f'(x) w.r.t. g and x, given the incoming gradient
+    `grad_grad_input`. f'' of Swish is s(1-s)(2 + x(1-2s)). Written with differentiable ops so that
+    third and higher derivatives also work."""
+    s = torch.sigmoid(x)
+    d1 = s * (1 + x * (1 - s))
+    d2 = s * (1 - s) * (2 + x * (1 - 2 * s))
+    return grad_grad_input * d1, grad_grad_input * grad_output * d2
+
+
+def _tanh_softplus(x):
+    return torch.tanh(F.softplus(x))
+
+
+def mish_forward(x):
+    return F.mish(x.to(_compute_dtype(x))).to(x.dtype)
+
+
+def mish_backward(grad_output, x):
+    xc = x.to(_compute_dtype(x))
+    t = _tanh_softplus(xc)
+    d1 = t + xc * torch.sigmoid(xc) * (1 - t * t)
+    return (grad_output.to(xc.dtype) * d1).to(x.dtype)
+
+
+def mish_double_backward(grad_grad_input, grad_output, x):
+    """Mish: f' = t + x s (1 - t^2) with t = tanh(softplus(x)), s = sigmoid(x), dt/dx = s (1 - t^2).
+    f'' = 2 s (1 - t^2) + x s (1 - s)(1 - t^2) - 2 x s^2 t (1 - t^2)."""
+    t = _tanh_softplus(x)
+    s = torch.sigmoid(x)
+    sech2 = 1 - t * t
+    d1 = t + x * s * sech2
+    d2 = sech2 * s * (2 + x * (1 - s) - 2 * x * s * t)
+    return grad_grad_input * d1, grad_grad_input * grad_output * d2

@@ -1,0 +1,44 @@
+"""Shared test setup. Triton kernels run under the interpreter on machines without a GPU; that switch
+has to be made before swishkernels first imports its Triton kernels, hence here, at the very top."""
+import os
+import zlib
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import swishkernels as sk  # noqa: E402
+
+ALL_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+CPU_BACKENDS = sk.available_backends("cpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run with `pytest -m gpu` on one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def backend(request):
+    """Every backend that can run CPU tensors here (the tests below run on CPU tensors)."""
+    return request.param
+
+
+@pytest.fixture
+def gen(request):
+    """A generator seeded from the test's id: each test draws different random inputs, and a failure
+    reproduces when the test is rerun."""
+    return torch.Generator().manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+def randn(*shape, dtype=torch.float32, gen=None, scale=3.0, device="cpu"):
+    """Random normal values spread over the interesting range of the activations (never zeros)."""
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
+    return x.to(device=device, dtype=dtype)

@@ -15,3 +15,7 @@ __all__ = [
     "swish", "mish", "Swish", "Mish", "SwishFunction", "MishFunction",
     "available_backends", "replace_activations", "reference",
 ]
+
+from .batchnorm import BatchNormSwish2d, fuse_bn_swish, recompute_bn_swish  # noqa: E402
+
+__all__ += ["BatchNormSwish2d", "fuse_bn_swish", "recompute_bn_swish"]

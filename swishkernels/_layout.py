@@ -43,3 +43,12 @@ def like(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if grad.dtype == x.dtype and is_dense(grad) and _same_layout(grad, x):
         return grad
     return torch.empty_like(x).copy_(grad)
+
+
+def channel_geometry(x: torch.Tensor, dim: int = 1):
+    """(C, inner, J) for a dense x seen as [outer, C, inner] in memory order (J = outer * inner, the
+    positions per channel). NCHW gives inner = H*W; channels_last gives inner = 1."""
+    channels = x.size(dim)
+    positions = x.numel() // channels if channels else 0
+    inner = x.stride(dim) if channels > 1 else positions  # one channel: the whole tensor is "inner"
+    return channels, inner, positions

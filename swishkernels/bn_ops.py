@@ -1,0 +1,148 @@
+"""torch.library ops behind fused BatchNorm + Swish, per backend.
+
+The BatchNorm algebra (statistics, running averages, gradient coefficients) is per-channel and cheap,
+so it stays in PyTorch (`batchnorm.py`); these ops are the four passes over full-size tensors:
+  bn_stats(x, shift) -> (sum, sumsq)            per channel: sum of (x - shift) and of its square
+  bn_swish_forward(x, scale, shift) -> y        y = swish(x * scale_c + shift_c)
+  bn_swish_backward_reduce(dy, x, scale, shift, mean) -> (sum_dz, sum_dz_xmu)
+                                                per channel: sums of dz and dz * (x - mean_c),
+                                                dz = dy * swish'(x * scale_c + shift_c)
+  bn_swish_backward_input(dy, x, scale, shift, coef_dz, coef_x, coef_0) -> dx
+                                                dx = coef_dz_c * dz + coef_x_c * x + coef_0_c
+x is 4-D (or any rank with channels in dim 1) and dense; per-channel tensors are fp32 (fp64 for fp64 x).
+"""
+from typing import Callable, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import _layout, backends
+
+
+class BnOpSet(NamedTuple):
+    stats: Callable
+    forward: Callable
+    backward_reduce: Callable
+    backward_input: Callable
+
+
+def _channel_fake(x, like):
+    return torch.empty((x.size(1),), dtype=like.dtype, device=x.device)
+
+
+def _contiguous(*per_channel):
+    # Kernels index per-channel vectors as plain arrays.
+    return [t.contiguous() for t in per_channel]
+
+
+def _define_python_ops(prefix: str, impl) -> BnOpSet:
+    """impl: an object with stats/forward/backward_reduce/backward_input working on dense tensors."""
+    name = f"swishkernels::{prefix}_bn_swish"
+
+    @torch.library.custom_op(f"{name}_stats", mutates_args=())
+    def stats(x: torch.Tensor, shift: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        _layout.check_dtype(x, "bn_swish_stats")
+        return impl.stats(_layout.dense(x), shift.contiguous())
+
+    @stats.register_fake
+    def _(x, shift):
+        return _channel_fake(x, shift), _channel_fake(x, shift)
+
+    @torch.library.custom_op(f"{name}_forward", mutates_args=())
+    def forward(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        _layout.check_dtype(x, "bn_swish_forward")
+        x = _layout.dense(x)
+        out = torch.empty_like(x)
+        impl.forward(x, *_contiguous(scale, shift), out)
+        return out
+
+    @forward.register_fake
+    def _(x, scale, shift):
+        return torch.empty_like(_layout.dense(x))
+
+    @torch.library.custom_op(f"{name}_backward_reduce", mutates_args=())
+    def backward_reduce(grad_output: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                        mean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = _layout.dense(x)
+        return impl.backward_reduce(_layout.like(grad_output, x), x, *_contiguous(scale, shift, mean))
+
+    @backward_reduce.register_fake
+    def _(grad_output, x, scale, shift, mean):
+        return _channel_fake(x, scale), _channel_fake(x, scale)
+
+    @torch.library.custom_op(f"{name}_backward_input", mutates_args=())
+    def backward_input(grad_output: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                       coef_dz: torch.Tensor, coef_x: torch.Tensor, coef_0: torch.Tensor) -> torch.Tensor:
+        x = _layout.dense(x)
+        grad_input = torch.empty_like(x)
+        impl.backward_input(_layout.like(grad_output, x), x, *_contiguous(scale, shift, coef_dz, coef_x, coef_0),
+                            grad_input)
+        return grad_input
+
+    @backward_input.register_fake
+    def _(grad_output, x, scale, shift, coef_dz, coef_x, coef_0):
+        return torch.empty_like(_layout.dense(x))
+
+    return BnOpSet(stats, forward, backward_reduce, backward_input)
+
+
+class _ReferenceImpl:
+    """PyTorch alone, on the [outer, C, inner] view of the storage (the same walk as the kernels)."""
+
+    @staticmethod
+    def _view(t, like):
+        channels, inner, positions = _layout.channel_geometry(like)
+        flat = t.as_strided((t.numel(),), (1,))
+        return flat.view(positions // inner if inner else 0, channels, inner)
+
+    @staticmethod
+    def _per_channel(v):
+        return v.view(1, -1, 1)
+
+    def stats(self, x, shift):
+        d = self._view(x, x).to(shift.dtype) - self._per_channel(shift)
+        return d.sum((0, 2)), d.square().sum((0, 2))
+
+    def forward(self, x, scale, shift, out):
+        z = self._view(x, x).to(scale.dtype) * self._per_channel(scale) + self._per_channel(shift)
+        self._view(out, x).copy_(F.silu(z))
+
+    def _dz(self, grad_output, x, scale, shift):
+        xv = self._view(x, x).to(scale.dtype)
+        z = xv * self._per_channel(scale) + self._per_channel(shift)
+        s = torch.sigmoid(z)
+        return xv, self._view(grad_output, x).to(scale.dtype) * s * (1 + z * (1 - s))
+
+    def backward_reduce(self, grad_output, x, scale, shift, mean):
+        xv, dz = self._dz(grad_output, x, scale, shift)
+        return dz.sum((0, 2)), (dz * (xv - self._per_channel(mean))).sum((0, 2))
+
+    def backward_input(self, grad_output, x, scale, shift, coef_dz, coef_x, coef_0, grad_input):
+        xv, dz = self._dz(grad_output, x, scale, shift)
+        dx = self._per_channel(coef_dz) * dz + self._per_channel(coef_x) * xv + self._per_channel(coef_0)
+        self._view(grad_input, x).copy_(dx)
+
+
+class _TritonImpl:
+    def __getattr__(self, name):
+        from .triton import bn_launch  # imports Triton only when this backend runs
+        return getattr(bn_launch, name)
+
+
+_OPS = {
+    "triton": _define_python_ops("triton", _TritonImpl()),
+    "reference": _define_python_ops("reference", _ReferenceImpl()),
+}
+
+
+def resolve(backend: Optional[str], device: torch.device) -> BnOpSet:
+    """Ops for the chosen backend. Automatic choice skips backends without BatchNorm+Swish kernels;
+    a named one without them is an error, as with the activations."""
+    explicit = backend is not None or bool(backends.os.environ.get(backends.ENV_VAR))
+    name = backends.resolve(backend, device)
+    if name in _OPS:
+        return _OPS[name]
+    if explicit:
+        raise RuntimeError(f"swishkernels: the {name} backend has no BatchNorm+Swish kernels; "
+                           f"use one of {[b for b in _OPS if b in backends.available_backends(device.type)]}")
+    return _OPS[next(b for b in backends.available_backends(device.type) if b in _OPS)]

@@ -215,3 +215,15 @@ def test_saved_bytes_targets(gen):
     assert fused <= leaky < silu
     assert fused <= compiled
     assert recompute <= 0.6 * leaky
+
+
+def test_opcheck_bn_ops(bn_backend, gen):
+    ops = bn_ops.resolve(bn_backend, torch.device("cpu"))
+    x = randn(2, 3, 4, 5, gen=gen)
+    dy = randn(2, 3, 4, 5, gen=gen)
+    per_channel = [randn(3, gen=gen) for _ in range(5)]
+    for sample in (x, x.to(memory_format=torch.channels_last)):
+        torch.library.opcheck(ops.stats, (sample, per_channel[0]))
+        torch.library.opcheck(ops.forward, (sample, per_channel[0], per_channel[1]))
+        torch.library.opcheck(ops.backward_reduce, (dy, sample, *per_channel[:3]))
+        torch.library.opcheck(ops.backward_input, (dy, sample, *per_channel))

@@ -1,0 +1,109 @@
+"""Read images with YOLO txt labels (Ultralytics layout) into samples and a COCO ground truth built on the fly.
+
+`.../images/x.jpg` is labelled by `.../labels/x.txt` (beside the image when the path has no `images`
+folder); each line is `cls xc yc w h`, normalized to the image. A missing label file means no objects.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .checks import IMAGE_SUFFIXES, Sample, check_box, check_image
+from .errors import DataError, MissingDataError
+
+
+def image_files(sources):
+    """Image paths from folders (searched recursively), list files (one path a line) or single images."""
+    files = []
+    for source in sources:
+        source = Path(source)
+        if source.is_dir():
+            files += sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif source.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(str(source))
+        elif source.is_file():
+            files += _list_file(source)
+        else:
+            raise MissingDataError(f"{source}: image folder or list file not found")
+    return files
+
+
+def _list_file(path):
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line).expanduser()
+        p = p if p.is_absolute() else path.parent / p   # relative entries are relative to the list file
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{path}: line {n}: {line!r} is not an image path ({', '.join(IMAGE_SUFFIXES)})")
+        out.append(str(p))
+    return out
+
+
+def label_path(image_path):
+    """The label file of an image: the last `images` folder becomes `labels`, the suffix `.txt`."""
+    head, sep, tail = image_path.rpartition(f"{os.sep}images{os.sep}")
+    stem = f"{head}{os.sep}labels{os.sep}{tail}" if sep else image_path
+    return os.path.splitext(stem)[0] + ".txt"
+
+
+def read_labels(path, nc, w, h):
+    """(boxes (n, 4) x1 y1 x2 y2 pixels, classes (n,)) from one label file; DataError naming file and line."""
+    boxes, classes = [], []
+    if not os.path.isfile(path):
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable label file ({e})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {n}"
+        try:
+            values = [float(v) for v in line.split()]
+        except ValueError:
+            raise DataError(f"{where}: expected numbers 'cls xc yc w h', got {line.strip()!r}") from None
+        if len(values) != 5:
+            raise DataError(f"{where}: expected 5 values 'cls xc yc w h', got {len(values)}")
+        cls, xc, yc, bw, bh = values
+        if cls != int(cls) or not 0 <= cls < nc:
+            raise DataError(f"{where}: class id {line.split()[0]} out of range [0, {nc - 1}]")
+        try:
+            box = check_box((xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h, w, h)
+        except ValueError as e:
+            raise DataError(f"{where}: {e}") from None
+        if box is not None:
+            boxes.append(box)
+            classes.append(int(cls))
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)
+
+
+def read_yolo(sources, names, bad, decode=False):
+    """-> (samples, category_ids, gt): image ids number the images 1.. in order, category ids are 1..nc."""
+    samples = []
+    for i, path in enumerate(image_files(sources)):
+        try:
+            h, w = check_image(path, decode=decode)
+            boxes, classes = read_labels(label_path(path), len(names), w, h)
+            samples.append(Sample(path, i + 1, (h, w), boxes, classes))
+        except DataError as e:
+            bad(e)
+    category_ids = list(range(1, len(names) + 1))
+    return samples, category_ids, coco_gt_from_samples(samples, names, category_ids)
+
+
+def coco_gt_from_samples(samples, names, category_ids):
+    """A COCO ground-truth dict (bbox area as the object area) for samples that have no json of their own."""
+    images, annotations = [], []
+    for s in samples:
+        images.append({"id": s.image_id, "file_name": s.path, "height": s.shape[0], "width": s.shape[1]})
+        for (x1, y1, x2, y2), c in zip(s.boxes.tolist(), s.classes.tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": s.image_id,
+                                "category_id": category_ids[c], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    categories = [{"id": cid, "name": name} for cid, name in zip(category_ids, names)]
+    return {"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": categories}

@@ -1,0 +1,60 @@
+"""Training hyperparameters: the Ultralytics-era defaults (ultralytics/yolov3 train.py, 2020) in one place.
+
+The loss gains (giou, cls, obj) go with `yolo.loss.compute_loss`, which scales the loss as that code did
+(mean reductions, x batch_size / 64): change one and the others need retuning.
+"""
+from pathlib import Path
+
+import yaml
+
+DEFAULT_HYP = {
+    "giou": 3.54,  # GIoU box loss gain
+    "cls": 37.4,  # class BCE loss gain
+    "cls_pw": 1.0,  # class BCE positive weight
+    "obj": 64.3,  # objectness BCE loss gain
+    "obj_pw": 1.0,  # objectness BCE positive weight
+    "iou_t": 0.20,  # anchor-target width/height IoU threshold for assignment
+    "lr0": 0.01,  # initial learning rate (SGD)
+    "lrf": 0.0005,  # final learning rate factor of the cosine schedule
+    "momentum": 0.937,  # SGD momentum (Adam beta1)
+    "weight_decay": 0.0005,  # optimizer weight decay (conv weights only)
+    "fl_gamma": 0.0,  # focal loss gamma (0 = plain BCE)
+    "hsv_h": 0.0138,  # HSV hue augmentation (fraction)
+    "hsv_s": 0.678,  # HSV saturation augmentation (fraction)
+    "hsv_v": 0.36,  # HSV value augmentation (fraction)
+    "degrees": 1.98,  # rotation (+/- degrees)
+    "translate": 0.05,  # translation (+/- fraction)
+    "scale": 0.05,  # scale (+/- gain)
+    "shear": 0.641,  # shear (+/- degrees)
+    "fliplr": 0.5,  # horizontal flip probability
+    "warmup_epochs": 3.0,  # learning-rate and momentum warmup
+}
+
+
+def load_hyp(path=None):
+    """A fresh hyperparameter dict: DEFAULT_HYP, with the values of the YAML file at `path` (if any) on top.
+
+    Unknown keys and non-numeric values are errors naming the file, so a typo cannot silently do nothing.
+    """
+    hyp = dict(DEFAULT_HYP)
+    if path is None:
+        return hyp
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"hyperparameter file not found: {path}")
+    try:
+        with open(path) as f:
+            overrides = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{path}: expected a mapping of hyperparameter: value, got {type(overrides).__name__}")
+    unknown = sorted(set(overrides) - set(DEFAULT_HYP))
+    if unknown:
+        raise ValueError(f"{path}: unknown hyperparameter(s) {', '.join(map(str, unknown))}; "
+                         f"valid: {', '.join(DEFAULT_HYP)}")
+    for key, value in overrides.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: hyperparameter {key!r} must be a number, got {value!r}")
+        hyp[key] = float(value)
+    return hyp

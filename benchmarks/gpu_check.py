@@ -1,0 +1,339 @@
+"""The one prepared script for a lent GPU (DESIGN.md, "A lent GPU"): everything worth knowing in <= 5 minutes.
+
+    python benchmarks/gpu_check.py                 # on the GPU machine; writes to $OUT (or --out)
+    python benchmarks/gpu_check.py --dry-run --out /tmp/gc   # on a CPU: every step at toy size, < 2 minutes
+
+Steps, each timed and isolated (a failing step is recorded, the next one runs):
+  env        card, driver, CUDA, torch, triton, nvcc, ninja
+  build      the extension for sm_90 (`setup.py build_ext --inplace`, TORCH_CUDA_ARCH_LIST=9.0; nothing is
+             downloaded); dry run: only whether swishkernels._C loads
+  pytest_gpu `pytest -m gpu tests` in a subprocess, its summary line kept (on a CPU they skip)
+  kernels    forward/backward/forward+backward of our backends and the peers, fp32/bf16/fp16, 256 MiB per
+             tensor, triton do_bench medians, with the copy ceiling measured in the same run
+  memory     saved-for-backward MB and peak step memory, Conv-BN-Act stack and yolov3 (benchmarks/memory.py)
+  training   yolov3 at batch 64 / 320 px on random data with the trainer's AMP and SGD: ms per iteration and
+             peak memory for leaky, our swish (each GPU backend), swish-me, silu and naive swish
+Results: gpu_check.json (machine, every step's status, seconds and data) and gpu_check.md, rewritten after
+every step so a run cut short still leaves what it measured. Imports only torch, triton, numpy, pytest,
+matplotlib and this checkout (no pycocotools, no yaml needed), and swishkernels only after the build step.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script, sys.path[0] is benchmarks/: also import from the checkout
+    sys.path.insert(1, str(ROOT))
+
+import torch  # noqa: E402
+
+import machine  # noqa: E402
+
+# (step, seconds it is planned to take). Time a step leaves unused flows to the later ones; a step never
+# starts with less than its later steps' plans would need, so the whole stays within --budget.
+PLAN = (("env", 10), ("build", 120), ("pytest_gpu", 50), ("kernels", 60), ("memory", 25), ("training", 35))
+TRAIN_PEERS = ("swish-me", "silu", "swish-naive")  # compared with leaky and our swish in the training step
+
+
+class Settings:
+    """Sizes of every step: the real ones on the GPU, toy ones for --dry-run on a CPU."""
+
+    def __init__(self, dry_run):
+        self.dry_run = dry_run
+        self.device = "cpu" if dry_run else "cuda"
+        self.kernel_sizes = "tiny" if dry_run else "quick"          # 256 MiB per tensor on the GPU
+        self.kernel_budget_s = 0.01 if dry_run else 0.1              # do_bench repetition time
+        self.kernel_exclude = ["compile"] if dry_run else []         # inductor on a CPU costs ~15 s per shape
+        self.memory = (dict(batch=1, img_size=64, cfg="yolov3-tiny", stack_size=16, compiled=False) if dry_run
+                       else dict(batch=16, img_size=320, cfg="yolov3", stack_size=64, compiled=True))
+        self.train = (dict(cfg="yolov3-tiny", batch=1, img_size=64, warmup=1, iters=1, amp=False) if dry_run
+                      else dict(cfg="yolov3", batch=64, img_size=320, warmup=3, iters=10, amp=True))
+
+
+# ---- the steps ----------------------------------------------------------------------------------------------
+
+def _run(cmd, timeout, env=None, cwd=ROOT):
+    """A subprocess with a timeout: (return code or 'timeout', last 3000 characters of its output)."""
+    try:
+        p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                           timeout=max(timeout, 1))
+        return p.returncode, (p.stdout + p.stderr)[-3000:]
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"") + (e.stderr or b"")
+        return "timeout", (out.decode(errors="replace") if isinstance(out, bytes) else str(out))[-3000:]
+    except OSError as e:
+        return "not run", str(e)
+
+
+def step_env(s, seconds):
+    info = machine.describe(s.device)
+    info["nvcc"] = _run(["nvcc", "--version"], 10)[1].strip().splitlines()[-1:] or None
+    info["ninja"] = _run(["ninja", "--version"], 10)[1].strip() or None
+    info["nvidia_smi"] = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                               "--format=csv,noheader"], 10)[1].strip()
+    return info
+
+
+def _extension_status():
+    """What a fresh process sees of the extension (this process must not import swishkernels early)."""
+    code = ("import json, swishkernels as sk, swishkernels.backends as b; "
+            "print(json.dumps({'extension_error': b.EXTENSION_ERROR, 'has_cuda_kernels': b.extension_has_cuda(), "
+            "'cuda_backends': sk.available_backends('cuda'), 'cpu_backends': sk.available_backends('cpu')}))")
+    rc, out = _run([sys.executable, "-c", code], 120)
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"status_error": out[-1000:]}
+
+
+def step_build(s, seconds):
+    if s.dry_run:
+        return {"rebuilt": False, **_extension_status()}
+    env = {"TORCH_CUDA_ARCH_LIST": "9.0", "MAX_JOBS": str(os.cpu_count() or 8)}
+    rc, tail = _run([sys.executable, "setup.py", "build_ext", "--inplace"], seconds, env=env)
+    status = _extension_status()
+    if rc != 0:
+        raise RuntimeError(f"build_ext returned {rc}: {tail[-1500:]} | after it: {status}")
+    return {"rebuilt": True, "returncode": rc, "output_tail": tail[-1500:], **status}
+
+
+def step_pytest(s, seconds):
+    rc, tail = _run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests", "-p", "no:cacheprovider"], seconds)
+    lines = [line for line in tail.strip().splitlines() if line.strip()]
+    summary = lines[-1] if lines else ""
+    result = {"returncode": rc, "summary": summary, "output_tail": tail[-2000:]}
+    if rc not in (0, 5):  # 5: nothing collected
+        raise RuntimeError(f"pytest -m gpu: {summary} (exit {rc})")
+    return result
+
+
+def step_kernels(s, seconds):
+    os.environ["SWISHKERNELS_BENCH_EXCLUDE"] = ",".join(s.kernel_exclude)
+    import kernel_suite  # imports swishkernels: only now, after the build
+
+    torch.set_flush_denormal(True)  # the repeated in-place LeakyReLU must not decay into denormals
+    deadline = time.time() + seconds
+    # torch.compile cases last: compiling costs seconds per dtype, so if time runs out it is they that go.
+    cases = sorted(kernel_suite.cases(s.device, profile=s.kernel_sizes),
+                   key=lambda c: c.impl.startswith("torch.compile"))
+    skipped, failed = [], []
+    for case in cases:
+        if time.time() > deadline:
+            skipped.append(str(case))
+            continue
+        try:
+            kernel_suite.run_case(case, s.kernel_budget_s)
+        except Exception as e:  # one broken peer must not hide the others
+            failed.append({"case": str(case), "error": f"{type(e).__name__}: {str(e)[:300]}"})
+        if s.device == "cuda":
+            torch.cuda.empty_cache()
+    result = {"rows": kernel_suite.RESULTS, "failed": failed, "skipped_out_of_time": skipped,
+              "table": kernel_suite.format_table()}
+    if failed and len(failed) == len(cases) - len(skipped):
+        raise RuntimeError(f"every kernel case failed, e.g. {failed[0]}")
+    return result
+
+
+def step_memory(s, seconds):
+    import memory
+
+    result = memory.run(s.device, amp=False, deadline=time.time() + seconds, **s.memory)
+    return {"config": result["config"], "table": memory.format_all(result),
+            **{k: [asdict(r) for r in result[k]] for k in ("stack", "darknet")}}
+
+
+def _random_targets(batch, num_classes, per_image=4, seed=0):
+    """(n, 6) rows [image, class, x, y, w, h] (normalised): what the loss needs, without a dataset."""
+    g = torch.Generator().manual_seed(seed)
+    n = batch * per_image
+    image = torch.arange(batch).repeat_interleave(per_image).float()
+    cls = torch.randint(0, num_classes, (n,), generator=g).float()
+    wh = 0.05 + 0.4 * torch.rand(n, 2, generator=g)
+    xy = wh / 2 + (1 - wh) * torch.rand(n, 2, generator=g)
+    return torch.cat([image[:, None], cls[:, None], xy, wh], 1)
+
+
+def _loss_fn():
+    """yolo.loss (GIoU/BCE, as the trainer) if it imports here, else a stand-in with the same backward shape
+    (yolo.hyp imports PyYAML, which a bare GPU image may lack)."""
+    try:
+        from yolo.loss import compute_loss
+        return "yolo.loss.compute_loss", lambda outputs, targets, model: compute_loss(outputs, targets, model)[0]
+    except ImportError as e:
+        return (f"sum of squared head outputs (yolo.loss unavailable: {e})",
+                lambda outputs, targets, model: sum(o.float().square().mean() for o in outputs))
+
+
+def train_one(name, s, loss_fn, deadline):
+    """ms per training iteration (median) and peak allocated memory of one activation."""
+    import memory
+
+    c = s.train
+    dev = torch.device(s.device)
+    torch.manual_seed(0)
+    model = memory.darknet(c["cfg"], name, 80, dev).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.937, nesterov=True)
+    scaler = torch.amp.GradScaler(dev.type, enabled=c["amp"] and dev.type == "cuda")
+    x = torch.rand(c["batch"], 3, c["img_size"], c["img_size"], device=dev)
+    targets = _random_targets(c["batch"], 80).to(dev)
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=c["amp"] and dev.type == "cuda"):
+            outputs = model(x)
+        loss = loss_fn([o.float() for o in outputs], targets, model)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(c["warmup"]):  # cuDNN autotuning, Triton compilation, optimizer state
+        step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(c["iters"]):
+        if times and time.time() > deadline:
+            break
+        t0 = time.perf_counter()
+        loss = step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    row = {"activation": name, "ms_per_iter": 1e3 * statistics.median(times), "iters": len(times),
+           "loss": float(loss), "finite": bool(torch.isfinite(loss))}
+    if dev.type == "cuda":
+        row["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def step_training(s, seconds):
+    import peers
+
+    deadline = time.time() + seconds
+    # Our compiled backends; the PyTorch `reference` backend only where nothing else runs.
+    ours = [b for b in peers.our_backends(s.device) if b != "reference"] or ["reference"]
+    names = ["leaky"] + [f"swish[{b}]" for b in ours] + list(TRAIN_PEERS)
+    torch.backends.cudnn.benchmark = True  # as the trainer does
+    loss_name, loss_fn = _loss_fn()
+    rows = []
+    for name in names:
+        if time.time() > deadline:
+            rows.append({"activation": name, "error": "skipped: out of time"})
+            continue
+        try:
+            rows.append(train_one(name, s, loss_fn, deadline))
+        except Exception as e:
+            rows.append({"activation": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+        if s.device == "cuda":
+            torch.cuda.empty_cache()
+    return {"config": {**s.train, "device": s.device, "loss": loss_name}, "rows": rows,
+            "table": format_training(rows, s)}
+
+
+def _ratio(row, leaky, key):
+    return f"{row[key] / leaky[key]:.2f}x" if leaky and row.get(key) is not None and leaky.get(key) else "-"
+
+
+def format_training(rows, s):
+    c = s.train
+    leaky = next((r for r in rows if r["activation"] == "leaky" and "error" not in r), None)
+    lines = [f"\n{c['cfg']} training step, batch {c['batch']} at {c['img_size']} px, "
+             f"{'fp16 AMP' if c['amp'] and s.device == 'cuda' else 'fp32'}, random data, {s.device}\n",
+             "| activation | ms / iteration | vs leaky | peak memory (MB) | vs leaky |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['activation']} | {r['error']} | | | |")
+            continue
+        mem = r.get("peak_mem_mb")
+        lines.append(f"| {r['activation']} | {r['ms_per_iter']:.1f} | {_ratio(r, leaky, 'ms_per_iter')} | "
+                     f"{f'{mem:.0f}' if mem is not None else '-'} | {_ratio(r, leaky, 'peak_mem_mb')} |")
+    return "\n".join(lines)
+
+
+STEPS = {"env": step_env, "build": step_build, "pytest_gpu": step_pytest, "kernels": step_kernels,
+         "memory": step_memory, "training": step_training}
+
+
+# ---- running and reporting ----------------------------------------------------------------------------------
+
+def write_report(report, out):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "gpu_check.md").write_text(markdown(report))
+
+
+def markdown(report):
+    env = report["steps"].get("env", {}).get("data") or {}
+    lines = [f"# gpu_check{' (dry run)' if report['dry_run'] else ''}", "",
+             f"Machine: {machine.one_line(env) if env.get('torch') else 'unknown'}. "
+             f"Started {report['started']}, {report.get('seconds', 0):.0f} s in all.", "",
+             "| step | status | seconds | note |", "|---|---|---:|---|"]
+    for name, st in report["steps"].items():
+        note = (st.get("error") or "").replace("\n", " ").replace("|", "/")[:160]
+        if name == "pytest_gpu" and st.get("data"):
+            note = st["data"]["summary"]
+        if name == "build" and st.get("data"):
+            data = st["data"]
+            note = f"cuda backends: {data.get('cuda_backends')}, extension error: {data.get('extension_error')}"
+        lines.append(f"| {name} | {st['status']} | {st['seconds']:.1f} | {note} |")
+    for name in ("kernels", "memory", "training"):
+        data = report["steps"].get(name, {}).get("data")
+        if data and data.get("table"):
+            lines += ["", f"## {name}", data["table"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_check",
+                   help="output folder [$OUT, else runs/gpu_check]")
+    p.add_argument("--dry-run", action="store_true", help="CPU, toy sizes, no rebuild: check the script itself")
+    p.add_argument("--budget", type=float, default=300, help="seconds for everything [300]")
+    p.add_argument("--steps", default=",".join(STEPS), help=f"comma list of steps to run [{','.join(STEPS)}]")
+    a = p.parse_args(argv)
+    if not a.dry_run and not torch.cuda.is_available():
+        p.error("no CUDA device here; use --dry-run to check the script on a CPU")
+    s = Settings(a.dry_run)
+    if a.dry_run:  # toy sizes on a shared CPU: a second thread would mostly wait for the scheduler
+        torch.set_num_threads(1)
+    wanted = [name for name in a.steps.split(",") if name]
+    unknown = [name for name in wanted if name not in STEPS]
+    if unknown:
+        p.error(f"unknown step(s) {unknown}; steps: {', '.join(STEPS)}")
+    out = Path(a.out)
+    t_start = time.time()
+    deadline = t_start + a.budget
+    report = {"dry_run": a.dry_run, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": a.budget, "steps": {}}
+    plan = [(name, planned) for name, planned in PLAN if name in wanted]
+    for i, (name, _) in enumerate(plan):
+        later = sum(planned for _, planned in plan[i + 1:])
+        allowance = max(deadline - time.time() - later, 5.0)
+        print(f"[gpu_check] {name} (up to {allowance:.0f} s)...", flush=True)
+        t0 = time.time()
+        entry = {"status": "ok", "allowance_s": allowance}
+        try:
+            entry["data"] = STEPS[name](s, allowance)
+        except Exception as e:
+            entry.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
+        entry["seconds"] = time.time() - t0
+        report["steps"][name] = entry
+        report["seconds"] = time.time() - t_start
+        write_report(report, out)
+        print(f"[gpu_check] {name}: {entry['status']} in {entry['seconds']:.1f} s"
+              + (f" ({entry['error'][:200]})" if entry["status"] != "ok" else ""), flush=True)
+    print(markdown(report))
+    print(f"[gpu_check] wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'} in {time.time() - t_start:.0f} s")
+    return 0 if all(st["status"] == "ok" for st in report["steps"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.swishkernels-installed
 # Rebuild the extension when its sources or the build description change.
 EXT_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>/dev/null)
 
-.PHONY: test test-gpu bench experiment check-cuda venv clean
+.PHONY: test test-gpu bench experiment check-cuda gpu-check venv clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,8 @@ $(STAMP): requirements-dev.txt pyproject.toml setup.py $(EXT_SOURCES)
 	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+# check-cuda first: the CUDA sources must compile even on machines that cannot run them.
+test: $(STAMP) check-cuda
 	$(PY) -m pytest -q tests
 
 test-gpu: $(STAMP)
@@ -28,8 +29,11 @@ bench: $(STAMP)
 experiment: $(STAMP)
 	$(PY) -m yolo.experiment
 
-check-cuda:
+check-cuda: $(STAMP)
 	bash tools/check_cuda.sh
+
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf build *.egg-info swishkernels/*.so .pytest_cache

@@ -1,0 +1,127 @@
+// Vectorized CPU loops for every (activation, dtype) pair, in the namespace of the CPU capability
+// this copy is compiled for (see vec_kernels.h). Built without capability flags, it is the
+// portable DEFAULT.
+#ifndef CPU_CAPABILITY
+#define CPU_CAPABILITY DEFAULT
+#define CPU_CAPABILITY_DEFAULT
+#endif
+
+#include "cpu/vec_kernels.h"
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+namespace swishkernels::math {
+// Lets the formulas of activations.h run on whole vectors. Vectorized lives in a namespace named
+// after the capability, so each compiled copy has its own specialisation.
+template <typename T>
+struct MathOps<at::vec::Vectorized<T>> {
+  using Vec = at::vec::Vectorized<T>;
+  static Vec exp(const Vec& x) { return x.exp(); }
+  static Vec min(const Vec& a, const Vec& b) { return at::vec::minimum(a, b); }  // NaN propagates
+};
+}  // namespace swishkernels::math
+
+namespace swishkernels::cpu::CPU_CAPABILITY {
+namespace {
+
+using at::vec::Vectorized;
+
+// Runs op on the math type: a Vectorized<Half/BFloat16> is computed as two float vectors.
+template <typename scalar_t, typename Op>
+C10_ALWAYS_INLINE Vectorized<scalar_t> apply(const Op& op, const Vectorized<scalar_t>& x) {
+  if constexpr (c10::is_reduced_floating_point_v<scalar_t>) {
+    const auto [x0, x1] = at::vec::convert_to_float<scalar_t>(x);
+    return at::vec::convert_from_float<scalar_t>(op(x0), op(x1));
+  } else {
+    return op(x);
+  }
+}
+
+template <typename scalar_t, typename Op>
+C10_ALWAYS_INLINE Vectorized<scalar_t> apply(const Op& op, const Vectorized<scalar_t>& dy,
+                           const Vectorized<scalar_t>& x) {
+  if constexpr (c10::is_reduced_floating_point_v<scalar_t>) {
+    const auto [dy0, dy1] = at::vec::convert_to_float<scalar_t>(dy);
+    const auto [x0, x1] = at::vec::convert_to_float<scalar_t>(x);
+    return at::vec::convert_from_float<scalar_t>(op(dy0, x0), op(dy1, x1));
+  } else {
+    return op(dy, x);
+  }
+}
+
+// out[i] = op(in[i]...) for i < n, two vectors per iteration (as ATen's loops do) so that two exps
+// are in flight. The tail is a partial vector rather than a scalar loop, so every element goes
+// through the same instructions.
+template <typename scalar_t, typename Op, typename... In>
+void map(const Op& op, scalar_t* out, int64_t n, const In*... in) {
+  using Vec = Vectorized<scalar_t>;
+  int64_t i = 0;
+  for (; i + 2 * Vec::size() <= n; i += 2 * Vec::size()) {
+    const Vec a = apply<scalar_t>(op, Vec::loadu(in + i)...);
+    const Vec b = apply<scalar_t>(op, Vec::loadu(in + i + Vec::size())...);
+    a.store(out + i);
+    b.store(out + i + Vec::size());
+  }
+  for (; i + Vec::size() <= n; i += Vec::size()) {
+    apply<scalar_t>(op, Vec::loadu(in + i)...).store(out + i);
+  }
+  if (i < n) {
+    const int rest = static_cast<int>(n - i);
+    apply<scalar_t>(op, Vec::loadu(in + i, rest)...).store(out + i, rest);
+  }
+}
+
+// Calls fn(scalar_t{}) for the storage type. ops.cpp has already rejected other dtypes, and no
+// error path here means this object shares no code with the other capabilities' copies.
+template <typename Fn>
+void dispatch(c10::ScalarType dtype, const Fn& fn) {
+  switch (dtype) {
+    case c10::ScalarType::Half:
+      return fn(c10::Half{});
+    case c10::ScalarType::BFloat16:
+      return fn(c10::BFloat16{});
+    case c10::ScalarType::Float:
+      return fn(float{});
+    case c10::ScalarType::Double:
+      return fn(double{});
+    default:
+      return;
+  }
+}
+
+}  // namespace
+
+void forward(Activation act, c10::ScalarType dtype, const void* x, void* y, int64_t n) {
+  dispatch(dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const auto* in = static_cast<const scalar_t*>(x);
+    auto* out = static_cast<scalar_t*>(y);
+    switch (act) {
+      case Activation::Swish:
+        return map([](const auto& v) { return math::swish_forward(v); }, out, n, in);
+      case Activation::Mish:
+        return map([](const auto& v) { return math::mish_forward(v); }, out, n, in);
+    }
+  });
+}
+
+void backward(Activation act, c10::ScalarType dtype, const void* grad_output, const void* x,
+              void* grad_input, int64_t n) {
+  dispatch(dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const auto* dy = static_cast<const scalar_t*>(grad_output);
+    const auto* in = static_cast<const scalar_t*>(x);
+    auto* out = static_cast<scalar_t*>(grad_input);
+    switch (act) {
+      case Activation::Swish:
+        return map([](const auto& g, const auto& v) { return math::swish_backward(g, v); }, out, n,
+                   dy, in);
+      case Activation::Mish:
+        return map([](const auto& g, const auto& v) { return math::mish_backward(g, v); }, out, n,
+                   dy, in);
+    }
+  });
+}
+
+}  // namespace swishkernels::cpu::CPU_CAPABILITY

@@ -1,0 +1,35 @@
+#pragma once
+// The CPU kernels proper: elementwise loops over raw pointers with at::vec::Vectorized, one copy
+// per instruction set. vec_kernels.cpp is compiled once per CPU capability (setup.py adds the AVX2
+// and AVX512 copies on x86-64) into the namespace of that name; device_kernels.cpp picks one at run
+// time. Everything is computed in vector registers, tail included, so an element's result does not
+// depend on where a parallel chunk boundary falls.
+
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+
+#include "activations.h"
+
+namespace swishkernels::cpu {
+
+// y[i] = f(x[i]) for i < n; x and y may be the same pointer.
+using ForwardFn = void (*)(Activation, c10::ScalarType, const void* x, void* y, int64_t n);
+// grad_input[i] = grad_output[i] * f'(x[i]); grad_input may alias either input.
+using BackwardFn = void (*)(Activation, c10::ScalarType, const void* grad_output, const void* x,
+                            void* grad_input, int64_t n);
+
+namespace DEFAULT {
+void forward(Activation, c10::ScalarType, const void*, void*, int64_t);
+void backward(Activation, c10::ScalarType, const void*, const void*, void*, int64_t);
+}  // namespace DEFAULT
+namespace AVX2 {
+void forward(Activation, c10::ScalarType, const void*, void*, int64_t);
+void backward(Activation, c10::ScalarType, const void*, const void*, void*, int64_t);
+}  // namespace AVX2
+namespace AVX512 {
+void forward(Activation, c10::ScalarType, const void*, void*, int64_t);
+void backward(Activation, c10::ScalarType, const void*, const void*, void*, int64_t);
+}  // namespace AVX512
+
+}  // namespace swishkernels::cpu

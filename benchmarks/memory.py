@@ -26,8 +26,13 @@ import torch.nn as nn
 if __name__ == "__main__":  # run as a script: import yolo/ and swishkernels/ from this checkout
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+from swishkernels import batchnorm  # noqa: E402
+import swishkernels as sk  # noqa: E402
+
 MiB = 2**20
 LEAKY = "leaky"
+# Our Swish with BatchNorm fused into it (issue 6), and with the next layer's copy recomputed.
+FUSED = {"swish-fused": False, "swish-fused-recompute": True}
 COMPILED = "silu+compile"  # the whole Conv-BN-SiLU stack through torch.compile
 
 
@@ -58,12 +63,15 @@ def saved_for_backward(fn, *args, exclude=None) -> Saved:
     seen = {}
 
     def pack(t):
-        key = storage_key(t)
-        if key not in skip:
-            seen.setdefault(key, key[1])
-        return t
+        # Outputs of BatchNormSwish2d(recompute=True) are kept as a recipe, not a tensor: count what is kept.
+        packed = batchnorm.pack_saved_tensor(t)
+        if isinstance(packed, torch.Tensor):
+            key = storage_key(packed)
+            if key not in skip:
+                seen.setdefault(key, key[1])
+        return packed
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, batchnorm.unpack_saved_tensor):
         out = fn(*args)
     result = Saved(bytes=sum(seen.values()), tensors=len(seen))
     del out
@@ -78,6 +86,7 @@ def activation_names(device, compiled=False):
     import peers
 
     names = [LEAKY] + [f"swish[{b}]" for b in peers.our_backends(device)]
+    names += list(FUSED)
     names += ["swish-me", "swish-naive", "silu", "mish", "prelu"]
     if compiled:
         names.append(COMPILED)
@@ -106,8 +115,14 @@ def conv_stack(activation, channels=64, depth=8):
     layers = []
     for _ in range(depth):
         layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                   build_activation(activation, channels)]
-    return nn.Sequential(*layers)
+                   build_activation("swish" if activation in FUSED else activation, channels)]
+    return _fuse_if_asked(nn.Sequential(*layers), activation)
+
+
+def _fuse_if_asked(model, name):
+    if name in FUSED:
+        sk.fuse_bn_swish(model, recompute=FUSED[name])
+    return model
 
 
 def expected_stack_bytes(activation, batch, channels, size, depth, element_size=4):
@@ -117,6 +132,9 @@ def expected_stack_bytes(activation, batch, channels, size, depth, element_size=
       leaky (in place) its output, which is the BN output: nothing new;
       ours, swish-me, silu: its input (the BN output), and writes a new output the next conv saves;
       swish-naive: its input, sigmoid(x) and the product: one more map than ours.
+    swish-fused: BN+Swish is one node saving its input (the conv output) and per channel mean, 1/std,
+      scale and shift (4 C floats); swish-fused-recompute: each conv after the first keeps a recipe
+      instead of its input, so only the stack input and the fused blocks' inputs remain.
     The last block's output is saved by nothing (no conv follows)."""
     n = batch * channels * size * size * element_size
     stats = depth * 2 * channels * 4
@@ -126,6 +144,9 @@ def expected_stack_bytes(activation, batch, channels, size, depth, element_size=
         maps = 1 + 3 * depth - 1
     elif activation == "swish-naive":
         maps = 1 + 4 * depth - 1
+    elif activation in FUSED:
+        maps = 1 + depth if FUSED[activation] else 2 * depth
+        stats = depth * 4 * channels * 4
     else:
         raise ValueError(f"no hand-made formula for {activation!r}")
     return maps * n + stats
@@ -153,7 +174,7 @@ def peak_step_memory(model, x, amp=False):
     """(peak MB, MB above the pre-step allocation) of forward + loss + backward on CUDA. One warm-up step
     first (cuDNN autotuning and gradient buffers are not per-step costs)."""
     def step():
-        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp), sk.recompute_bn_swish():
             out = model(x)
         _train_loss(out).backward()
 
@@ -223,7 +244,8 @@ def darknet(cfg, name, num_classes=80, device="cpu"):
     from yolo.models import Darknet
 
     base, backend = darknet_activation(name)
-    model = Darknet(cfg, num_classes=num_classes, activation=base).to(device)
+    model = Darknet(cfg, num_classes=num_classes, activation="swish" if base in FUSED else base).to(device)
+    _fuse_if_asked(model, base)
     if backend:
         for module in model.modules():
             if hasattr(module, "backend"):

@@ -122,7 +122,7 @@ def test_storages_are_counted_once():
     assert (saved.tensors, saved.bytes) == (1, 400)
 
 
-@pytest.mark.parametrize("name", ["leaky", "swish-me", "silu", "swish-naive"]
+@pytest.mark.parametrize("name", ["leaky", "swish-me", "silu", "swish-naive", "swish-fused", "swish-fused-recompute"]
                          + [f"swish[{b}]" for b in peers.our_backends("cpu")])
 def test_stack_bytes_match_the_hand_count(name):
     batch, channels, size, depth = 2, 8, 6, 3

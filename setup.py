@@ -66,6 +66,8 @@ def extension_and_cmdclass():
         os.path.join(CSRC, "module.cpp"),
         os.path.join(CSRC, "ops.cpp"),
         os.path.join(CSRC, "cpu", "device_kernels.cpp"),
+        os.path.join(CSRC, "bn_swish_ops.cpp"),
+        os.path.join(CSRC, "cpu", "bn_swish.cpp"),
         VEC_KERNELS,  # the DEFAULT copy
     ]
     macros = [("SWISHKERNELS_X86_KERNELS", None)] if build_x86_copies() else []

@@ -135,6 +135,37 @@ _OPS = {
 }
 
 
+def _extension_ops() -> BnOpSet:
+    """The C++ ops (already defined by swishkernels._C) given fake implementations."""
+    namespace = torch.ops.swishkernels
+    ops = BnOpSet(namespace.bn_swish_stats.default, namespace.bn_swish_forward.default,
+                  namespace.bn_swish_backward_reduce.default, namespace.bn_swish_backward_input.default)
+
+    def fake_stats(x, shift):
+        _layout.check_dtype(x, "bn_swish_stats")
+        return _channel_fake(x, shift), _channel_fake(x, shift)
+
+    def fake_forward(x, scale, shift):
+        _layout.check_dtype(x, "bn_swish_forward")
+        return torch.empty_like(_layout.dense(x))
+
+    def fake_backward_reduce(grad_output, x, scale, shift, mean):
+        _layout.check_dtype(x, "bn_swish_backward_reduce")
+        return _channel_fake(x, scale), _channel_fake(x, scale)
+
+    def fake_backward_input(grad_output, x, scale, shift, coef_dz, coef_x, coef_0):
+        _layout.check_dtype(x, "bn_swish_backward_input")
+        return torch.empty_like(_layout.dense(x))
+
+    for op, fake in zip(ops, (fake_stats, fake_forward, fake_backward_reduce, fake_backward_input)):
+        torch.library.register_fake(op.name(), fake)
+    return ops
+
+
+if backends.EXTENSION_ERROR is None and hasattr(torch.ops.swishkernels, "bn_swish_stats"):
+    _OPS["cpu"] = _extension_ops()
+
+
 def resolve(backend: Optional[str], device: torch.device) -> BnOpSet:
     """Ops for the chosen backend. Automatic choice skips backends without BatchNorm+Swish kernels;
     a named one without them is an error, as with the activations."""

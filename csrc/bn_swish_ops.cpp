@@ -1,0 +1,151 @@
+// The fused BatchNorm + Swish ops (swishkernels/bn_ops.py documents them): schemas, argument
+// checks and layout rules, registered for CPU. Fake kernels are registered from Python.
+//
+// x is made dense if it is not and walked as [outer, C, inner] in memory order (C = x.size(1));
+// grad_output is brought to x's dtype and strides; per-channel tensors are made contiguous and
+// share the dtype of the first one (float or double), which is the math and output dtype.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "cpu/bn_swish.h"
+
+namespace swishkernels {
+namespace {
+
+using cpu::bn::Geometry;
+
+void check_dtype(const char* op, const at::Tensor& t) {
+  const c10::ScalarType dtype = t.scalar_type();
+  TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat ||
+                  dtype == at::kDouble,
+              op, ": unsupported dtype ", dtype,
+              " (expected float16, bfloat16, float32 or float64)");
+}
+
+at::Tensor dense(const char* op, const at::Tensor& x) {
+  check_dtype(op, x);
+  TORCH_CHECK(x.dim() >= 2, op, ": expected x with channels in dim 1, got shape ", x.sizes());
+  return x.is_non_overlapping_and_dense() ? x : x.contiguous();
+}
+
+// Same as swishkernels._layout.channel_geometry.
+Geometry geometry(const at::Tensor& x) {
+  const int64_t channels = x.size(1);
+  const int64_t positions = channels ? x.numel() / channels : 0;
+  const int64_t inner = channels > 1 ? x.stride(1) : positions;
+  return Geometry{inner ? positions / inner : 0, channels, inner};
+}
+
+// Contiguous (C,) vectors in the dtype of the first, which must be float32 or float64.
+std::vector<at::Tensor> per_channel(const char* op, const at::Tensor& x,
+                                    std::initializer_list<at::Tensor> tensors) {
+  const c10::ScalarType dtype = tensors.begin()->scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op,
+              ": per-channel tensors must be float32 or float64, got ", dtype);
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& t : tensors) {
+    TORCH_CHECK(t.device() == x.device(), op, ": a per-channel tensor is on ", t.device(),
+                " but x is on ", x.device());
+    TORCH_CHECK(t.numel() == x.size(1), op, ": per-channel tensors need ", x.size(1),
+                " elements, got shape ", t.sizes());
+    out.push_back(t.to(dtype).contiguous());
+  }
+  return out;
+}
+
+at::Tensor grad_like(const char* op, const at::Tensor& grad_output, const at::Tensor& x) {
+  TORCH_CHECK(grad_output.device() == x.device(), op, ": grad_output is on ",
+              grad_output.device(), " but x is on ", x.device());
+  TORCH_CHECK(grad_output.sizes() == x.sizes(), op, ": grad_output has shape ",
+              grad_output.sizes(), " but x has shape ", x.sizes());
+  if (grad_output.scalar_type() == x.scalar_type() &&
+      grad_output.is_non_overlapping_and_dense() && grad_output.strides() == x.strides()) {
+    return grad_output;
+  }
+  at::Tensor grad = at::empty_like(x);
+  grad.copy_(grad_output);
+  return grad;
+}
+
+at::Tensor channel_output(const at::Tensor& x, const at::Tensor& like) {
+  return at::zeros({x.size(1)}, like.options());
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_swish_stats(const at::Tensor& x_in, const at::Tensor& shift_in) {
+  constexpr const char* op = "swishkernels::bn_swish_stats";
+  const at::Tensor x = dense(op, x_in);
+  const auto pc = per_channel(op, x, {shift_in});
+  at::Tensor sum = channel_output(x, pc[0]), sumsq = channel_output(x, pc[0]);
+  if (x.numel() > 0) {
+    cpu::bn::stats(x, pc[0], geometry(x), sum, sumsq);
+  }
+  return {sum, sumsq};
+}
+
+at::Tensor bn_swish_forward(const at::Tensor& x_in, const at::Tensor& scale,
+                            const at::Tensor& shift) {
+  constexpr const char* op = "swishkernels::bn_swish_forward";
+  const at::Tensor x = dense(op, x_in);
+  const auto pc = per_channel(op, x, {scale, shift});
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() > 0) {
+    cpu::bn::forward(x, pc[0], pc[1], geometry(x), y);
+  }
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_swish_backward_reduce(
+    const at::Tensor& grad_output, const at::Tensor& x_in, const at::Tensor& scale,
+    const at::Tensor& shift, const at::Tensor& mean) {
+  constexpr const char* op = "swishkernels::bn_swish_backward_reduce";
+  const at::Tensor x = dense(op, x_in);
+  const at::Tensor dy = grad_like(op, grad_output, x);
+  const auto pc = per_channel(op, x, {scale, shift, mean});
+  at::Tensor sum_dz = channel_output(x, pc[0]), sum_dz_xmu = channel_output(x, pc[0]);
+  if (x.numel() > 0) {
+    cpu::bn::backward_reduce(dy, x, pc[0], pc[1], pc[2], geometry(x), sum_dz, sum_dz_xmu);
+  }
+  return {sum_dz, sum_dz_xmu};
+}
+
+at::Tensor bn_swish_backward_input(const at::Tensor& grad_output, const at::Tensor& x_in,
+                                   const at::Tensor& scale, const at::Tensor& shift,
+                                   const at::Tensor& coef_dz, const at::Tensor& coef_x,
+                                   const at::Tensor& coef_0) {
+  constexpr const char* op = "swishkernels::bn_swish_backward_input";
+  const at::Tensor x = dense(op, x_in);
+  const at::Tensor dy = grad_like(op, grad_output, x);
+  const auto pc = per_channel(op, x, {scale, shift, coef_dz, coef_x, coef_0});
+  at::Tensor grad_input = at::empty_like(x);
+  if (x.numel() > 0) {
+    cpu::bn::backward_input(dy, x, pc[0], pc[1], pc[2], pc[3], pc[4], geometry(x), grad_input);
+  }
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(swishkernels, m) {
+  m.def("bn_swish_stats(Tensor x, Tensor shift) -> (Tensor, Tensor)");
+  m.def("bn_swish_forward(Tensor x, Tensor scale, Tensor shift) -> Tensor");
+  m.def(
+      "bn_swish_backward_reduce(Tensor grad_output, Tensor x, Tensor scale, Tensor shift, "
+      "Tensor mean) -> (Tensor, Tensor)");
+  m.def(
+      "bn_swish_backward_input(Tensor grad_output, Tensor x, Tensor scale, Tensor shift, "
+      "Tensor coef_dz, Tensor coef_x, Tensor coef_0) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(swishkernels, CPU, m) {
+  m.impl("bn_swish_stats", &bn_swish_stats);
+  m.impl("bn_swish_forward", &bn_swish_forward);
+  m.impl("bn_swish_backward_reduce", &bn_swish_backward_reduce);
+  m.impl("bn_swish_backward_input", &bn_swish_backward_input);
+}
+
+}  // namespace swishkernels

@@ -1,0 +1,34 @@
+#pragma once
+// CPU kernels of the fused BatchNorm + Swish ops (bn_swish_ops.cpp checks the arguments).
+//
+// x is dense and walked as [outer, C, inner] in memory order; grad_output has x's strides;
+// per-channel tensors are contiguous (C,) vectors of one dtype, float or double, which is also the
+// math type (acc_t). Reductions accumulate in double over chunks whose boundaries depend only on
+// the shape, and combine the chunks in a fixed order: the result does not depend on the number of
+// threads.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace swishkernels::cpu::bn {
+
+struct Geometry {
+  int64_t outer;
+  int64_t channels;
+  int64_t inner;
+};
+
+// sum and sumsq: (C,) outputs in the per-channel dtype.
+void stats(const at::Tensor& x, const at::Tensor& shift, const Geometry& g, const at::Tensor& sum,
+           const at::Tensor& sumsq);
+void forward(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+             const Geometry& g, const at::Tensor& y);
+void backward_reduce(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& scale,
+                     const at::Tensor& shift, const at::Tensor& mean, const Geometry& g,
+                     const at::Tensor& sum_dz, const at::Tensor& sum_dz_xmu);
+void backward_input(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& scale,
+                    const at::Tensor& shift, const at::Tensor& coef_dz, const at::Tensor& coef_x,
+                    const at::Tensor& coef_0, const Geometry& g, const at::Tensor& grad_input);
+
+}  // namespace swishkernels::cpu::bn

@@ -1,0 +1,1 @@
+"""Training support for the bundled YOLOv3 trainer: devices and seeds, EMA, checkpoints, DDP, results, plots."""

@@ -1,0 +1,59 @@
+"""torchrun DDP plumbing. torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them we run one process
+(rank -1, world size 1). Rank 0 (or -1) is the only process that logs, evaluates and writes files."""
+import datetime
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+from .torch_utils import env_int
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = -1  # -1: not distributed
+    local_rank: int = -1
+    world_size: int = 1
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank in (-1, 0)
+
+
+def dist_info_from_env():
+    world_size = env_int("WORLD_SIZE", 1)
+    if world_size <= 1:
+        return DistInfo()
+    return DistInfo(rank=env_int("RANK", 0), local_rank=env_int("LOCAL_RANK", 0), world_size=world_size)
+
+
+def init_distributed(info, device, timeout_s=1800):
+    """Join the process group (nccl for CUDA, gloo for CPU) unless one is already up."""
+    if not info.enabled or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+    kwargs = {"device_id": device} if backend == "nccl" else {}
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+
+
+def barrier(info):
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup_distributed(info):
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(model, info, device):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if not info.enabled:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(model, device_ids=ids, output_device=device.index if ids else None)
+

@@ -1,0 +1,13 @@
+"""Run folders: runs/train/exp, then exp2, exp3, ... so no run overwrites another."""
+import re
+from pathlib import Path
+
+
+def increment_path(path, exist_ok=False):
+    """`path` if it is free (or exist_ok), else the first free path{2,3,...}. Creates nothing."""
+    path = Path(path)
+    if exist_ok or not path.exists():
+        return path
+    pattern = re.compile(rf"^{re.escape(path.name)}(\d+)$")
+    taken = [int(m.group(1)) for p in path.parent.glob(f"{path.name}*") if (m := pattern.match(p.name))]
+    return path.with_name(f"{path.name}{max(taken, default=1) + 1}")

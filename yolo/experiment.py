@@ -26,6 +26,11 @@ import time
 from pathlib import Path
 
 DEFAULT_ACTIVATIONS = ("leaky", "swish", "swish-me", "swish-naive", "silu", "mish", "prelu")
+# Rows beyond yolo.activations: our Swish with BatchNorm fused into it (the trainer's --fuse-bn options).
+VARIANTS = {
+    "swish-fused": dict(activation="swish", fuse_bn=True),
+    "swish-fused-recompute": dict(activation="swish", fuse_bn_recompute=True),
+}
 DEFAULTS = dict(
     data="shapes:n_train=256,n_val=64,img_size=128", cfg="yolov3-tiny", epochs=8, img_size=128,
     batch_size=16, device="", seed=0, workers=0, out="runs/experiment",
@@ -65,9 +70,10 @@ def parse_args(argv=None):
         p.error("--activations is empty")
     from yolo.activations import ACTIVATIONS
 
-    unknown = [a for a in args.activations if a not in ACTIVATIONS]
+    valid = (*ACTIVATIONS, *VARIANTS)
+    unknown = [a for a in args.activations if a not in valid]
     if unknown:
-        p.error(f"unknown activation(s) {', '.join(unknown)}; valid: {', '.join(ACTIVATIONS)}")
+        p.error(f"unknown activation(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     return args
 
 
@@ -153,7 +159,8 @@ def train_one(activation, args, out, progress):
 
     options = run_options(args)
     t0 = time.time()
-    result = run(**{k: v for k, v in options.items() if v is not None}, activation=activation, workers=args.workers,
+    model_options = VARIANTS.get(activation, {"activation": activation})
+    result = run(**{k: v for k, v in options.items() if v is not None}, **model_options, workers=args.workers,
                  cache_dir=args.cache_dir, project=str(out), name=activation, exist_ok=True, nosave=True,
                  verbose=args.verbose, callbacks=progress.callbacks())
     result["wall_s"] = time.time() - t0  # training and evaluation, for the summary's total

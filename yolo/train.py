@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from swishkernels import fuse_bn_swish, recompute_bn_swish
 
 from yolo.train_args import PROG, OptionError, parse_explicit, resolve_options
 from yolo.utils import distributed as ddp
@@ -122,6 +123,9 @@ class Trainer:
             model = Darknet(opt.cfg, num_classes=self.nc, activation=opt.activation)
         except FileNotFoundError as e:
             raise OptionError(str(e)) from None
+        if opt.fuse_bn and not fuse_bn_swish(model, recompute=opt.fuse_bn_recompute):
+            raise OptionError(f"--fuse-bn: {opt.cfg} with activation {model.activation_name!r} has no BatchNorm2d "
+                              "followed by Swish/SiLU; add --activation swish (or silu)")
         self.model = model.to(self.device)
         if opt.batch_size % info.world_size:
             raise OptionError(f"--batch-size {opt.batch_size} must be a multiple of the {info.world_size} processes")
@@ -234,7 +238,7 @@ class Trainer:
             accumulate = set_learning_rates(optimizer, self.hyp, epoch, opt.epochs, ni, self.n_warmup, self.accumulate)
             imgs = imgs.to(self.device, non_blocking=True)
             targets = targets.to(self.device)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp), self.recompute():
                 outputs = model(imgs)
             loss, loss_items = compute_loss([o.float() for o in outputs], targets, self.model, self.hyp)
             if not torch.isfinite(loss):
@@ -357,9 +361,14 @@ class Trainer:
         dets = non_max_suppression(pred.float(), PLOT_CONF, 0.6, 100)
         draw_mosaic(imgs, [d.cpu() for d in dets], self.save_dir / "val_predictions.jpg", self.names)
 
+    def recompute(self):
+        """Forward context: with --fuse-bn-recompute, layers after fused blocks keep recipes, not outputs."""
+        return recompute_bn_swish() if self.opt.fuse_bn_recompute else nullcontext()
+
     def describe(self):
         opt = self.opt
-        parts = [f"{opt.cfg} ({self.model.activation_name})", f"{self.nc} classes", f"device {self.device}",
+        fused = ", BN fused" + (" + recompute" if opt.fuse_bn_recompute else "") if opt.fuse_bn else ""
+        parts = [f"{opt.cfg} ({self.model.activation_name}{fused})", f"{self.nc} classes", f"device {self.device}",
                  f"batch {opt.batch_size} x accumulate {self.accumulate}", f"img {opt.img_size}",
                  f"{opt.optimizer}", f"amp {'on' if self.amp else 'off'}",
                  f"epochs {self.start_epoch}..{opt.epochs - 1}",

@@ -20,6 +20,8 @@ DEFAULTS = {
     "cfg": "yolov3-tiny",  # bundled cfg name or a .cfg path
     "hyp": None,  # hyperparameter YAML overriding yolo.hyp.DEFAULT_HYP
     "activation": None,  # overrides the cfg's activation (see yolo.activations.ACTIVATIONS)
+    "fuse_bn": False,  # BatchNorm2d + Swish/SiLU -> swishkernels.BatchNormSwish2d (saves only the block input)
+    "fuse_bn_recompute": False,  # and the next layer recomputes the block output instead of keeping it
     "epochs": 20,
     "batch_size": 16,  # total over all DDP processes
     "accumulate": None,  # None: round(64 / batch_size), i.e. a nominal batch of 64 images
@@ -68,6 +70,12 @@ def build_parser():
     p.add_argument("--cfg", help=f"bundled cfg name (yolov3, yolov3-tiny, yolov3-spp) or a .cfg path [{D['cfg']}]")
     p.add_argument("--hyp", help="hyperparameter YAML (keys of yolo.hyp.DEFAULT_HYP)")
     p.add_argument("--activation", help="override the cfg's activation: leaky, swish, swish-me, silu, mish, prelu, ...")
+    p.add_argument("--fuse-bn", action="store_true",
+                   help="fuse each BatchNorm2d + Swish/SiLU into swishkernels.BatchNormSwish2d (with --activation "
+                   "swish or silu): Swish in LeakyReLU(inplace)'s memory")
+    p.add_argument("--fuse-bn-recompute", action="store_true",
+                   help="--fuse-bn, and the layer after each fused block recomputes its output in backward "
+                   "instead of keeping it (less memory, one more elementwise pass)")
     p.add_argument("--epochs", type=int, help=f"[{D['epochs']}]")
     p.add_argument("--batch-size", type=int, help=f"total batch size (all GPUs) [{D['batch_size']}]")
     p.add_argument("--accumulate", type=int, help="batches per optimizer step [round(64 / batch-size)]")
@@ -118,6 +126,7 @@ def check_basic(opt):
     if str(opt.optimizer).lower() not in ("sgd", "adam"):
         raise OptionError(f"unknown optimizer {opt.optimizer!r}: use sgd or adam")
     opt.optimizer = opt.optimizer.lower()
+    opt.fuse_bn = bool(opt.fuse_bn or opt.fuse_bn_recompute)
     if opt.activation is not None:
         from yolo.activations import ACTIVATIONS
 

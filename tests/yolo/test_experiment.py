@@ -10,7 +10,7 @@ import pytest
 from yolo import experiment
 
 TINY = ["--data", "shapes:n_train=8,n_val=4,img_size=64", "--img-size", "64", "--epochs", "1", "--batch-size", "4",
-        "--activations", "leaky,swish", "--device", "cpu", "--workers", "0"]
+        "--activations", "leaky,swish,swish-fused-recompute", "--device", "cpu", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,13 @@ def read_summary(out):
 def test_summary_csv_has_every_activation_and_ratio(finished):
     out, _, _ = finished
     rows = read_summary(out)
-    assert [r["activation"] for r in rows] == ["leaky", "swish"]
+    assert [r["activation"] for r in rows] == ["leaky", "swish", "swish-fused-recompute"]
     for metric in experiment.METRICS:
         assert f"{metric}_vs_leaky" in rows[0]
-    leaky, swish = rows
+    leaky, swish, fused = rows
+    # The fused row trains the same Swish network, with less saved for backward than even LeakyReLU.
+    assert float(fused["saved_act_mb"]) < float(leaky["saved_act_mb"])
+    assert float(fused["train_loss"]) == pytest.approx(float(swish["train_loss"]), rel=1e-3)
     for key in ("train_loss", "time_per_epoch_s", "saved_act_mb"):
         assert float(leaky[key]) > 0 and math.isfinite(float(swish[key]))
         assert float(leaky[f"{key}_vs_leaky"]) == 1.0
@@ -55,7 +58,7 @@ def test_summary_markdown_and_figure(finished):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a real figure, not an empty canvas
     for activation in ("leaky", "swish"):
         assert (out / activation / "results.csv").is_file()
-    assert "[1/2 leaky] epoch 1/1" in printed and "[2/2 swish] epoch 1/1" in printed  # progress: i/N, epoch
+    assert "[1/3 leaky] epoch 1/1" in printed and "[2/3 swish] epoch 1/1" in printed  # progress: i/N, epoch
 
 
 def test_finished_runs_are_skipped(finished, capsys):
@@ -65,7 +68,7 @@ def test_finished_runs_are_skipped(finished, capsys):
     printed = capsys.readouterr().out
     assert "skipping leaky" in printed and "skipping swish" in printed and "0 to train" in printed
     assert (out / "leaky" / "results.csv").stat().st_mtime_ns == before
-    assert len(read_summary(out)) == 2
+    assert len(read_summary(out)) == 3
 
 
 def test_changed_options_are_not_mistaken_for_finished(finished, capsys):

@@ -55,3 +55,30 @@ def test_yolov3_saved_bytes_targets():
     recompute = _saved_activation_mb(recompute_model, x, recompute=True)
     assert fused <= leaky
     assert recompute <= 0.6 * leaky
+
+
+def test_trainer_fuse_bn_trains_like_unfused(tmp_path):
+    """--fuse-bn and --fuse-bn-recompute change memory, not the training: same seed, same losses."""
+    from yolo.train import run
+
+    common = dict(data="shapes:n_train=8,n_val=4,img_size=64", img_size=64, batch_size=4, epochs=1, device="cpu",
+                  activation="swish", seed=0, cache_dir=str(tmp_path / "cache"), project=str(tmp_path / "runs"),
+                  verbose=False, notest=True)
+    plain = run(name="plain", **common)["train_loss"]
+    fused = run(name="fused", fuse_bn=True, **common)["train_loss"]
+    recomputed = run(name="recompute", fuse_bn_recompute=True, **common)["train_loss"]
+    # fp32: the fused kernel sums BatchNorm statistics in another order than ATen's BatchNorm.
+    torch.testing.assert_close(torch.tensor(fused), torch.tensor(plain), rtol=1e-4, atol=1e-4)
+    assert recomputed == fused  # recomputation is bit-identical
+
+
+def test_trainer_fuse_bn_needs_swish(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "yolo.train", "--fuse-bn", "--activation", "leaky", "--epochs", "1",
+                             "--data", "shapes:n_train=8,n_val=4,img_size=64", "--img-size", "64", "--device", "cpu",
+                             "--cache-dir", str(tmp_path), "--project", str(tmp_path / "runs")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "--fuse-bn" in result.stderr and "swish" in result.stderr and "Traceback" not in result.stderr

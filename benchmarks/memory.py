@@ -132,8 +132,8 @@ def expected_stack_bytes(activation, batch, channels, size, depth, element_size=
       leaky (in place) its output, which is the BN output: nothing new;
       ours, swish-me, silu: its input (the BN output), and writes a new output the next conv saves;
       swish-naive: its input, sigmoid(x) and the product: one more map than ours.
-    swish-fused: BN+Swish is one node saving its input (the conv output) and per channel mean, 1/std,
-      scale and shift (4 C floats); swish-fused-recompute: each conv after the first keeps a recipe
+    swish-fused: BN+Swish is one node saving its input (the conv output) and per channel mean and 1/std,
+      as BN does; swish-fused-recompute: each conv after the first keeps a recipe
       instead of its input, so only the stack input and the fused blocks' inputs remain.
     The last block's output is saved by nothing (no conv follows)."""
     n = batch * channels * size * size * element_size
@@ -146,7 +146,6 @@ def expected_stack_bytes(activation, batch, channels, size, depth, element_size=
         maps = 1 + 4 * depth - 1
     elif activation in FUSED:
         maps = 1 + depth if FUSED[activation] else 2 * depth
-        stats = depth * 4 * channels * 4
     else:
         raise ValueError(f"no hand-made formula for {activation!r}")
     return maps * n + stats

@@ -16,6 +16,13 @@ from . import _layout, bn_ops
 from .modules import Swish
 
 
+def _scale_shift(mean, invstd, weight, bias):
+    """BatchNorm's normalise-then-affine as one per-channel multiply-add: z = x * scale + shift."""
+    scale = invstd if weight is None else weight.to(invstd.dtype) * invstd
+    shift = -mean * scale if bias is None else bias.to(invstd.dtype) - mean * scale
+    return scale, shift
+
+
 class BatchNormSwishFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, use_batch_stats, average_factor, eps, ops):
@@ -37,10 +44,10 @@ class BatchNormSwishFunction(torch.autograd.Function):
         else:
             mean, var = running_mean.to(acc_dtype), running_var.to(acc_dtype)
         invstd = torch.rsqrt(var + eps)
-        scale = invstd if weight is None else weight.to(acc_dtype) * invstd
-        shift = -mean * scale if bias is None else bias.to(acc_dtype) - mean * scale
+        scale, shift = _scale_shift(mean, invstd, weight, bias)
         y = ops.forward(x, scale, shift)
-        ctx.save_for_backward(x, mean, invstd, scale, shift)
+        # Parameters are saved by reference (no copy); scale and shift are recomputed in backward.
+        ctx.save_for_backward(x, mean, invstd, weight, bias)
         ctx.ops, ctx.use_batch_stats, ctx.positions = ops, use_batch_stats, positions
         ctx.param_dtype = None if weight is None else weight.dtype
         return y, scale, shift
@@ -48,7 +55,8 @@ class BatchNormSwishFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output, _grad_scale, _grad_shift):
-        x, mean, invstd, scale, shift = ctx.saved_tensors
+        x, mean, invstd, weight, bias = ctx.saved_tensors
+        scale, shift = _scale_shift(mean, invstd, weight, bias)
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_output = _layout.like(grad_output, x)
         grad_x = grad_weight = grad_bias = None

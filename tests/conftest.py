@@ -42,3 +42,21 @@ def randn(*shape, dtype=torch.float32, gen=None, scale=3.0, device="cpu"):
     """Random normal values spread over the interesting range of the activations (never zeros)."""
     x = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
     return x.to(device=device, dtype=dtype)
+
+
+@pytest.fixture
+def poisoned_allocations():
+    """Every tensor allocated during a test starts as NaN (deterministic mode fills uninitialised memory,
+    the op's own outputs included), so an element a kernel fails to write shows up."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    assert torch.utils.deterministic.fill_uninitialized_memory
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

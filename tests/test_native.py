@@ -18,6 +18,9 @@ if importlib.util.find_spec("swishkernels._C") is None:
                 allow_module_level=True)
 import swishkernels._C  # noqa: E402,F401  (registers torch.ops.swishkernels)
 
+# Every test here runs with uninitialised memory poisoned (see conftest.poisoned_allocations).
+pytestmark = pytest.mark.usefixtures("poisoned_allocations")
+
 ops = torch.ops.swishkernels
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 ODD_SIZES = (1, 7, 33, 1023, 4097)  # none a multiple of any vector width
@@ -42,24 +45,6 @@ ACTIVATIONS = {
 @pytest.fixture(params=sorted(ACTIVATIONS))
 def act(request):
     return ACTIVATIONS[request.param]
-
-
-@pytest.fixture(autouse=True)
-def poisoned_allocations():
-    """Every tensor allocated during a test starts as NaN (deterministic mode fills uninitialised
-    memory, the op's own outputs included), so an element a kernel fails to write shows up."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    assert torch.utils.deterministic.fill_uninitialized_memory
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def rand(shape, dtype, gen, scale=4.0, device="cpu"):

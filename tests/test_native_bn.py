@@ -12,6 +12,9 @@ if importlib.util.find_spec("swishkernels._C") is None:
                 allow_module_level=True)
 from swishkernels import bn_ops  # noqa: E402
 
+# Every test here runs with uninitialised memory poisoned (see conftest.poisoned_allocations).
+pytestmark = pytest.mark.usefixtures("poisoned_allocations")
+
 CPU = bn_ops._OPS["cpu"]
 REFERENCE = bn_ops._OPS["reference"]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -20,22 +23,6 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 SHAPES = [((3, 5, 7, 7), False), ((3, 5, 7, 7), True), ((2, 3, 90, 100), False),
           ((2, 3, 90, 100), True), ((4, 1, 3, 5), False), ((1, 7, 1, 1), False), ((2, 3, 40), False),
           ((5, 300, 2, 2), False)]
-
-
-@pytest.fixture(autouse=True)
-def poisoned_allocations():
-    """Uninitialised memory (the ops' outputs included) starts as NaN, so an unwritten element shows."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _inputs(shape, channels_last, dtype, gen):

@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_ACTIVATIONS = ("leaky", "swish", "swish-me", "swish-naive", "silu", "mish", "prelu")
+DEFAULT_ACTIVATIONS = ("leaky", "swish", "swish-me", "swish-naive", "silu", "mish", "prelu", "swish-fused",
+                       "swish-fused-recompute")
 # Rows beyond yolo.activations: our Swish with BatchNorm fused into it (the trainer's --fuse-bn options).
 VARIANTS = {
     "swish-fused": dict(activation="swish", fuse_bn=True),

@@ -13,19 +13,12 @@
 #include <vector>
 
 #include "cpu/bn_swish.h"
+#include "op_checks.h"
 
 namespace swishkernels {
 namespace {
 
 using cpu::bn::Geometry;
-
-void check_dtype(const char* op, const at::Tensor& t) {
-  const c10::ScalarType dtype = t.scalar_type();
-  TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat ||
-                  dtype == at::kDouble,
-              op, ": unsupported dtype ", dtype,
-              " (expected float16, bfloat16, float32 or float64)");
-}
 
 at::Tensor dense(const char* op, const at::Tensor& x) {
   check_dtype(op, x);

@@ -10,17 +10,10 @@
 #include <torch/library.h>
 
 #include "device_kernels.h"
+#include "op_checks.h"
 
 namespace swishkernels {
 namespace {
-
-void check_dtype(const char* op, const at::Tensor& t) {
-  const c10::ScalarType dtype = t.scalar_type();
-  TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat ||
-                  dtype == at::kDouble,
-              op, ": unsupported dtype ", dtype,
-              " (expected float16, bfloat16, float32 or float64)");
-}
 
 void run_forward(Activation act, const at::Tensor& x, const at::Tensor& y) {
   if (x.numel() == 0) {

@@ -11,6 +11,7 @@ Environment:
 """
 import os
 import platform
+import shutil
 
 from setuptools import setup
 
@@ -34,7 +35,35 @@ def want_cuda(torch, cuda_home):
         os.path.join(cuda_home, "bin", "nvcc"))
 
 
+def cuda_home_with_headers():
+    """The CUDA folder to build against, where torch's own guess would lack the headers; else None.
+
+    Without CUDA_HOME/CUDA_PATH, torch takes the folder above the `nvcc` on PATH. Where that nvcc is a
+    wrapper script (seen: /usr/local/bin/nvcc running /usr/local/cuda-13.0/bin/nvcc), the guess is
+    /usr/local, which has no cuda_runtime.h, and the CUDA build fails on its first include.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return None
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+
+    def complete(home):
+        return (os.path.exists(os.path.join(home, "include", "cuda_runtime.h"))
+                and os.path.exists(os.path.join(home, "bin", "nvcc")))
+
+    if complete(os.path.dirname(os.path.dirname(nvcc))):
+        return None
+    for home in (os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"):
+        if complete(home):
+            return home
+    return None
+
+
 def extension_and_cmdclass():
+    cuda_home = cuda_home_with_headers()
+    if cuda_home:  # before torch.utils.cpp_extension is imported: it reads CUDA_HOME once
+        os.environ["CUDA_HOME"] = cuda_home
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 

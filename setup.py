@@ -94,6 +94,7 @@ def extension_and_cmdclass():
     sources = [
         os.path.join(CSRC, "module.cpp"),
         os.path.join(CSRC, "ops.cpp"),
+        os.path.join(CSRC, "autograd.cpp"),
         os.path.join(CSRC, "cpu", "device_kernels.cpp"),
         os.path.join(CSRC, "bn_swish_ops.cpp"),
         os.path.join(CSRC, "cpu", "bn_swish.cpp"),

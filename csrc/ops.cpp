@@ -1,5 +1,6 @@
 // The swishkernels ops: schemas, argument checks and layout rules, registered for CPU (and CUDA in
-// builds with SWISHKERNELS_WITH_CUDA). Fake (meta) kernels and autograd are registered from Python.
+// builds with SWISHKERNELS_WITH_CUDA). Autograd is in autograd.cpp; fake (meta) kernels are
+// registered from Python (swishkernels/ops.py).
 //
 // Layout: a non-overlapping and dense input (contiguous, channels_last, any permutation) is used as
 // it is and the output gets its strides; anything else is made contiguous once. The backward brings

@@ -4,7 +4,8 @@ Per backend and activation there are three ops (X = swish or mish):
   X_forward(x) -> y                 saves only x for backward
   X_backward(grad_output, x) -> dx  recomputes the sigmoid; itself differentiable (double backward)
   X_forward_inplace(x!) -> ()       writes f(x) into x; for inference, no autograd
-The C++ extension defines `swishkernels::X_*` (CPU and CUDA kernels; this file adds fake and autograd);
+The C++ extension defines `swishkernels::X_*` (CPU and CUDA kernels, and their autograd in C++, so a
+training step spends no Python per activation; this file adds the fake implementations);
 Triton and the PyTorch reference are defined here as `swishkernels::triton_X_*` and `reference_X_*`.
 """
 from typing import Callable, NamedTuple
@@ -125,7 +126,7 @@ def _reference_ops(activation: str) -> OpSet:
 
 
 def _extension_ops(activation: str) -> OpSet:
-    """The C++ ops (already defined by swishkernels._C) given fake implementations and autograd."""
+    """The C++ ops (defined by swishkernels._C, autograd included) given fake implementations."""
     namespace = torch.ops.swishkernels
     forward = getattr(namespace, f"{activation}_forward").default
     backward = getattr(namespace, f"{activation}_backward").default
@@ -144,7 +145,6 @@ def _extension_ops(activation: str) -> OpSet:
     torch.library.register_fake(forward.name(), fake_forward)
     torch.library.register_fake(backward.name(), fake_backward)
     torch.library.register_fake(forward_inplace.name(), fake_forward_inplace)
-    _register_autograd(activation, forward.name(), backward.name(), backward)
     return OpSet(forward, backward, forward_inplace)
 
 

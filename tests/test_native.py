@@ -228,6 +228,39 @@ def test_inplace_rejects_overlapping_input(act):
         act.forward_inplace(x)
 
 
+# -------------------------------------------------------------------------------------- autograd
+
+# The library alone, without the Python package, differentiates its ops (csrc/autograd.cpp): no
+# Python runs per activation in a training step. Loaded by path so swishkernels/ops.py never runs.
+_LIBRARY_AUTOGRAD = """
+import sys, torch, torch.nn.functional as F
+torch.ops.load_library(sys.argv[1])
+ops = torch.ops.swishkernels
+for name, fn, ref in (("swish", ops.swish_forward, F.silu), ("mish", ops.mish_forward, F.mish)):
+    x = (torch.randn(257, dtype=torch.float64) * 4).requires_grad_()
+    v = torch.randn(257, dtype=torch.float64)
+    grads = []
+    for f in (fn, ref):
+        y = f(x)
+        (g,) = torch.autograd.grad(y, x, v, create_graph=True)
+        (gg,) = torch.autograd.grad(g.sum(), x)
+        grads.append((y, g, gg, type(y.grad_fn).__name__))
+    (y, g, gg, node), (y_ref, g_ref, gg_ref, _) = grads
+    assert node == "CppFunction", (name, node)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(g, g_ref)
+    torch.testing.assert_close(gg, gg_ref)
+print("ok")
+"""
+
+
+def test_library_alone_has_first_and_second_derivatives():
+    library = swishkernels._C.__file__
+    run = subprocess.run([sys.executable, "-c", _LIBRARY_AUTOGRAD, library], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
 # --------------------------------------------------------------------------- CPU instruction sets
 
 # ATEN_CPU_CAPABILITY lowers the instruction set ATen dispatches to, and this extension follows it

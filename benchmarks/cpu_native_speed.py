@@ -4,14 +4,19 @@
     .venv/bin/python benchmarks/cpu_native_speed.py --activations swish,mish --sizes 4M
 
 Prints one row per (activation, threads, dtype, size, pass): the best time of ATen's op
-(F.silu / aten.silu_backward, F.mish / aten.mish_backward), of ours (torch.ops.swishkernels.*) and
-their ratio (ours / ATen: below 1 is faster). The two are called alternately and the best call of
-each is kept, so a burst of load from other processes on a shared machine hits both and rarely
-decides the best. Both allocate their output on every call, as users' calls do; from
-16M fp32 elements on, that allocation's page faults take most of the time.
+(F.silu / aten.silu_backward, F.mish / aten.mish_backward), of ours (torch.ops.swishkernels.*), the
+ratio of the bests and the median of the per-round ratios (ours / ATen: below 1 is faster). The two
+are called alternately, so a burst of load from other processes on a shared machine hits both; the
+median ratio shows whether a difference of the bests is systematic or luck.
+
+Both allocate their output on every call, as users' calls do; from 16M fp32 elements on, that
+allocation's page faults take most of the time. With transparent huge pages in `madvise` mode,
+THP_MEM_ALLOC_ENABLE=1 (read by torch's CPU allocator) cuts that for both: measured 3x faster at 64M
+on the 2-core EPYC dev machine.
 """
 import argparse
 import platform
+import statistics
 import time
 
 import torch
@@ -33,23 +38,23 @@ def parse_size(text):
     return int(text[:-1] if scale > 1 else text) * scale
 
 
-def best_times(fns, args, repeats, seconds):
-    """Best wall time of each fn(*args) over at least `repeats` rounds, and as many more as fit in
-    `seconds` (small sizes need many tries to find their floor on a busy machine), after a warm-up
-    call each. The order within a round flips every round: whoever runs second inherits the first's
-    freed output."""
+def round_times(fns, args, repeats, seconds):
+    """Wall times of each fn(*args), one list per fn, over at least `repeats` rounds and as many
+    more as fit in `seconds` (small sizes need many tries to find their floor on a busy machine),
+    after a warm-up call each. The order within a round flips every round: whoever runs second
+    inherits the first's freed output."""
     start = time.perf_counter()
     for fn in fns:
         fn(*args)
     rounds = max(repeats, int(seconds / (time.perf_counter() - start)))
-    best = [float("inf")] * len(fns)
+    times = [[] for _ in fns]
     for round_ in range(rounds):
         order = range(len(fns)) if round_ % 2 == 0 else reversed(range(len(fns)))
         for i in order:
             start = time.perf_counter()
             fns[i](*args)
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+            times[i].append(time.perf_counter() - start)
+    return times
 
 
 def main():
@@ -65,7 +70,7 @@ def main():
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"{'activation':>10} {'threads':>7} {'dtype':>9} {'numel':>6} {'pass':>8} "
-          f"{'ATen ms':>9} {'ours ms':>9} {'ours/ATen':>9}")
+          f"{'ATen ms':>9} {'ours ms':>9} {'ours/ATen':>9} {'median':>7}")
     gen = torch.Generator().manual_seed(0)
     for activation in args.activations.split(","):
         for threads in map(int, args.threads.split(",")):
@@ -78,11 +83,13 @@ def main():
                     dy = torch.randn(n, generator=gen).to(dtype)
                     for pass_name, (aten, ours) in PEERS[activation].items():
                         inputs = (x,) if pass_name == "forward" else (dy, x)
-                        t_aten, t_ours = best_times((aten, ours), inputs, args.repeats,
-                                                     args.seconds)
+                        times_aten, times_ours = round_times((aten, ours), inputs, args.repeats,
+                                                             args.seconds)
+                        t_aten, t_ours = min(times_aten), min(times_ours)
+                        median = statistics.median(o / a for o, a in zip(times_ours, times_aten))
                         print(f"{activation:>10} {threads:>7} {dtype_name:>9} {size:>6} "
-                              f"{pass_name:>8} {t_aten * 1e3:9.2f} {t_ours * 1e3:9.2f} "
-                              f"{t_ours / t_aten:9.3f}", flush=True)
+                              f"{pass_name:>8} {t_aten * 1e3:9.3f} {t_ours * 1e3:9.3f} "
+                              f"{t_ours / t_aten:9.3f} {median:7.3f}", flush=True)
                     del x, dy
 
 

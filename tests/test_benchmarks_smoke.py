@@ -2,6 +2,7 @@
 the pytest-benchmark suite (tiny sizes, benchmarks disabled), the GB/s arithmetic, the result check that
 keeps a wrong kernel out of the tables, the memory accounting against hand-computed bytes, and
 `gpu_check.py --dry-run`."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -182,3 +183,18 @@ def test_gpu_check_dry_run(tmp_path):
     assert all(r["finite"] and r["ms_per_iter"] > 0 for r in rows)
     md = (out / "gpu_check.md").read_text()
     assert "| kernels | ok |" in md and "## training" in md
+
+
+# ---- the CPU speed script of the C++ kernels ---------------------------------------------------------------
+
+@pytest.mark.skipif(not importlib.util.find_spec("swishkernels._C"), reason="needs the C++ extension")
+def test_cpu_native_speed_prints_a_row_per_pass(tmp_path):
+    p = subprocess.run([sys.executable, str(BENCH / "cpu_native_speed.py"), "--activations", "swish,mish",
+                        "--dtypes", "float32", "--sizes", "64K", "--threads", "1", "--repeats", "2",
+                        "--seconds", "0"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [line.split() for line in p.stdout.splitlines() if line.split()[:1] in (["swish"], ["mish"])]
+    assert [(r[0], r[4]) for r in rows] == [("swish", "forward"), ("swish", "backward"),
+                                            ("mish", "forward"), ("mish", "backward")]
+    for row in rows:  # ATen ms, ours ms, ratio of bests, median ratio: all positive numbers
+        assert all(float(v) > 0 for v in row[5:9]), row

@@ -17,7 +17,8 @@ from setuptools import setup
 
 CSRC = "csrc"
 # Compiled once more per x86-64 instruction set, with the flags ATen uses for its own kernels.
-VEC_KERNELS = os.path.join(CSRC, "cpu", "vec_kernels.cpp")
+VEC_KERNELS = [os.path.join(CSRC, "cpu", "vec_kernels.cpp"),
+               os.path.join(CSRC, "cpu", "bn_vec_kernels.cpp")]
 X86_CAPABILITIES = {
     "AVX2": ["-mavx2", "-mfma", "-mf16c"],
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
@@ -71,8 +72,8 @@ def extension_and_cmdclass():
         """Adds the AVX2/AVX512 copies of the CPU kernels (csrc/cpu/vec_kernels.h says why).
 
         A copy defines functions in its own namespace only and no inline code shared with other
-        objects (vec_kernels.cpp has no error paths), so the linker cannot hand an AVX-compiled
-        copy of a shared function to code that runs on every CPU.
+        objects (vec_kernels.cpp and bn_vec_kernels.cpp have no error paths), so the linker cannot
+        hand an AVX-compiled copy of a shared function to code that runs on every CPU.
         """
 
         def build_extension(self, ext):
@@ -81,7 +82,7 @@ def extension_and_cmdclass():
                 cxx_flags = list(args["cxx"] if isinstance(args, dict) else args)
                 for capability, isa_flags in X86_CAPABILITIES.items():
                     ext.extra_objects += self.compiler.compile(
-                        [VEC_KERNELS],
+                        VEC_KERNELS,
                         output_dir=os.path.join(self.build_temp, capability.lower()),
                         macros=ext.define_macros,
                         include_dirs=ext.include_dirs,
@@ -98,7 +99,7 @@ def extension_and_cmdclass():
         os.path.join(CSRC, "cpu", "device_kernels.cpp"),
         os.path.join(CSRC, "bn_swish_ops.cpp"),
         os.path.join(CSRC, "cpu", "bn_swish.cpp"),
-        VEC_KERNELS,  # the DEFAULT copy
+        *VEC_KERNELS,  # the DEFAULT copies
     ]
     macros = [("SWISHKERNELS_X86_KERNELS", None)] if build_x86_copies() else []
     # The C++ standard is the one torch appends (its headers need it); ATen's vec headers use

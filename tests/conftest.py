@@ -14,6 +14,10 @@ import swishkernels as sk  # noqa: E402
 
 ALL_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 CPU_BACKENDS = sk.available_backends("cpu")
+# ATEN_CPU_CAPABILITY values below this CPU's: ATen dispatches to the lower instruction set and the
+# extension's CPU kernels follow it, so each lower copy of them can be tested here.
+LOWER_CAPABILITIES = {"AVX512": ("default", "avx2"), "AVX2": ("default",), "NO AVX": (),
+                      "DEFAULT": ()}.get(torch.backends.cpu.get_cpu_capability(), ("default",))
 
 
 def pytest_collection_modifyitems(config, items):

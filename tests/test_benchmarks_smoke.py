@@ -198,3 +198,19 @@ def test_cpu_native_speed_prints_a_row_per_pass(tmp_path):
                                             ("mish", "forward"), ("mish", "backward")]
     for row in rows:  # ATen ms, ours ms, ratio of bests, median ratio: all positive numbers
         assert all(float(v) > 0 for v in row[5:9]), row
+
+
+# ---- the CPU BatchNorm+Swish speed script ------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(torch.ops.swishkernels, "bn_swish_stats"),
+                    reason="swishkernels._C (the cpu backend) is not built")
+def test_cpu_bn_swish_speed_runs_at_tiny_size():
+    p = subprocess.run([sys.executable, str(BENCH / "cpu_bn_swish_speed.py"), "--shapes", "2x5x3x3",
+                        "--threads", "1", "--repeats", "1", "--seconds", "0"],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = [line.split() for line in p.stdout.splitlines() if line.split()[:1] in (["train"], ["eval"])]
+    assert len(rows) == 2 * 2 * 2  # modes x layouts x dtypes
+    assert {(r[0], r[2], r[3]) for r in rows} == {(m, l, d) for m in ("train", "eval")
+                                                   for l in ("nchw", "channels_last")
+                                                   for d in ("float32", "bfloat16")}

@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import LOWER_CAPABILITIES
+
 # Skipped where the extension was deliberately not built (SWISHKERNELS_SKIP_EXT=1); a built one that
 # fails to import is an error here, not a skip, so a broken build cannot pass unnoticed.
 if importlib.util.find_spec("swishkernels._C") is None:
@@ -265,8 +267,6 @@ def test_library_alone_has_first_and_second_derivatives():
 
 # ATEN_CPU_CAPABILITY lowers the instruction set ATen dispatches to, and this extension follows it
 # (csrc/cpu/device_kernels.cpp), so each lower copy of the kernels can be tested on this CPU.
-LOWER_CAPABILITIES = {"AVX512": ("default", "avx2"), "AVX2": ("default",), "NO AVX": (),
-                      "DEFAULT": ()}.get(torch.backends.cpu.get_cpu_capability(), ("default",))
 
 
 @pytest.mark.slow

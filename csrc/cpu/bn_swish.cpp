@@ -1,15 +1,18 @@
-// CPU kernels of the fused BatchNorm + Swish ops: scalar loops split by at::parallel_for.
-// Math in acc_t (the per-channel dtype), loads and stores in x's dtype.
+// CPU kernels of the fused BatchNorm + Swish ops: tensors to raw pointers, the split of the work
+// across at::parallel_for's threads and the fixed-order combination of partial sums. The loops
+// themselves are in bn_vec_kernels.cpp, one copy per instruction set, chosen here at run time.
 #include "cpu/bn_swish.h"
 
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorIterator.h>  // at::internal::GRAIN_SIZE
+#include <ATen/Version.h>
+#include <ATen/ops/empty_like.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
-#include "activations.h"
+#include "cpu/bn_vec_kernels.h"
 
 namespace swishkernels::cpu::bn {
 namespace {
@@ -22,53 +25,93 @@ constexpr int64_t kLongRow = 512;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Calls fn(c, offset, n) on runs of n elements of channel c starting at flat offset, covering the
-// tensor, in parallel.
-template <typename Fn>
-void for_each_run(const Geometry& g, const Fn& fn) {
-  const int64_t rows = g.outer * g.channels;
-  if (g.inner >= kChunk) {
-    const int64_t pieces = ceil_div(g.inner, kChunk);
-    at::parallel_for(0, rows * pieces, 1, [&](int64_t k0, int64_t k1) {
-      for (int64_t k = k0; k < k1; ++k) {
-        const int64_t r = k / pieces, j = k % pieces;
-        const int64_t begin = j * kChunk;
-        fn(r % g.channels, r * g.inner + begin, std::min(kChunk, g.inner - begin));
-      }
-    });
-    return;
-  }
-  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(g.inner, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    int64_t c = r0 % g.channels;
-    for (int64_t r = r0; r < r1; ++r) {
-      fn(c, r * g.inner, g.inner);
-      if (++c == g.channels) {
-        c = 0;
-      }
+struct Kernels {
+  ReduceFn reduce;
+  MapFn map;
+};
+
+// The copy for the capability ATen itself runs with, as in device_kernels.cpp.
+const Kernels& kernels() {
+  static const Kernels chosen = [] {
+#if defined(SWISHKERNELS_X86_KERNELS)  // setup.py compiled the AVX2 and AVX512 copies
+    const std::string capability = at::get_cpu_capability();
+    if (capability == "AVX512") {
+      return Kernels{AVX512::reduce, AVX512::map};
     }
-  });
+    if (capability == "AVX2") {
+      return Kernels{AVX2::reduce, AVX2::map};
+    }
+#endif
+    return Kernels{DEFAULT::reduce, DEFAULT::map};
+  }();
+  return chosen;
 }
 
-// Per channel c: out0[c] = sum of a, out1[c] = sum of b, where run(c, offset, n, a, b) adds the
-// contributions of the n elements at offset (all of channel c) to the double accumulators a, b.
-// Chunking depends on the shape only, and partials are combined in a fixed order.
-template <typename acc_t, typename RunFn>
-void reduce_per_channel(const Geometry& g, const RunFn& run, acc_t* out0, acc_t* out1) {
+// The math dtype is the per-channel one (bn_swish.h). The loops compute in double for double
+// storage and in float otherwise; for the other pairings (double x with float per-channel values,
+// or float/half/bfloat16 x with double ones) x and grad_output are brought to the math dtype first,
+// which computes the same values.
+at::ScalarType storage_for(const at::Tensor& x, at::ScalarType math) {
+  return (x.scalar_type() == at::kDouble) == (math == at::kDouble) ? x.scalar_type() : math;
+}
+
+at::Tensor in_storage(const at::Tensor& t, at::ScalarType storage) {
+  return t.scalar_type() == storage ? t : t.to(storage);  // keeps the (dense) strides
+}
+
+// A (C,) per-channel tensor as a zero-padded copy that the loops may read in whole vectors.
+template <typename math_t>
+std::vector<math_t> padded(const at::Tensor& t) {
+  const int64_t channels = t.numel();
+  std::vector<math_t> out(ceil_div(channels, kChannelPad) * kChannelPad, math_t(0));
+  const math_t* p = t.const_data_ptr<math_t>();
+  std::copy(p, p + channels, out.begin());
+  return out;
+}
+
+// Per-channel values and the Args that point at them.
+struct Prepared {
+  std::vector<float> f[5];
+  std::vector<double> d[5];
+  Args args;
+};
+
+void prepare(Prepared& p, const at::Tensor& x, const at::Tensor* grad_output, void* out,
+             std::initializer_list<const at::Tensor*> per_channel, const Geometry& g) {
+  p.args = Args{x.scalar_type(), g.channels, g.inner, x.const_data_ptr(),
+                grad_output ? grad_output->const_data_ptr() : nullptr, out, {}};
+  int i = 0;
+  for (const at::Tensor* t : per_channel) {
+    if (t->scalar_type() == at::kDouble) {
+      p.d[i] = padded<double>(*t);
+      p.args.per_channel[i] = p.d[i].data();
+    } else {
+      p.f[i] = padded<float>(*t);
+      p.args.per_channel[i] = p.f[i].data();
+    }
+    ++i;
+  }
+}
+
+// out0[c], out1[c] = the two sums of channel c over the tensor. The spans, and so every partial
+// sum, depend only on the shape, and partials are combined in a fixed order: the result does not
+// depend on the number of threads.
+void reduce_per_channel(Reduce kind, const Args& args, const Geometry& g, const at::Tensor& out0,
+                        const at::Tensor& out1) {
+  const ReduceFn fn = kernels().reduce;
   const int64_t C = g.channels;
   std::vector<double> total0(C, 0.0), total1(C, 0.0);
   if (g.inner >= kLongRow) {
+    // Pieces of at most kChunk elements of one row: one partial each.
     const int64_t pieces = ceil_div(g.inner, kChunk);
     const int64_t items = g.outer * C * pieces;
-    std::vector<double> p0(items), p1(items);
+    std::vector<double> p0(items, 0.0), p1(items, 0.0);
     at::parallel_for(0, items, 1, [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) {
         const int64_t r = k / pieces, j = k % pieces;
         const int64_t begin = j * kChunk;
-        double a = 0, b = 0;
-        run(r % C, r * g.inner + begin, std::min(kChunk, g.inner - begin), a, b);
-        p0[k] = a;
-        p1[k] = b;
+        fn(kind, args, Span{r, r + 1, begin, std::min(g.inner, begin + kChunk)}, r % C, &p0[k],
+           &p1[k]);
       }
     });
     for (int64_t o = 0; o < g.outer; ++o) {
@@ -81,20 +124,14 @@ void reduce_per_channel(const Geometry& g, const RunFn& run, acc_t* out0, acc_t*
       }
     }
   } else {
-    // Blocks of whole [C, inner] slices along outer.
+    // Blocks of whole [C, inner] slices along outer: one partial per channel each.
     const int64_t per_block = std::max<int64_t>(1, kChunk / (C * g.inner));
     const int64_t blocks = ceil_div(g.outer, per_block);
     std::vector<double> p0(blocks * C, 0.0), p1(blocks * C, 0.0);
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        double* a = p0.data() + b * C;
-        double* s = p1.data() + b * C;
-        const int64_t o1 = std::min(g.outer, (b + 1) * per_block);
-        for (int64_t o = b * per_block; o < o1; ++o) {
-          for (int64_t c = 0; c < C; ++c) {
-            run(c, (o * C + c) * g.inner, g.inner, a[c], s[c]);
-          }
-        }
+        const int64_t o0 = b * per_block, o1 = std::min(g.outer, o0 + per_block);
+        fn(kind, args, Span{o0 * C, o1 * C, 0, g.inner}, 0, p0.data() + b * C, p1.data() + b * C);
       }
     });
     for (int64_t b = 0; b < blocks; ++b) {
@@ -104,123 +141,93 @@ void reduce_per_channel(const Geometry& g, const RunFn& run, acc_t* out0, acc_t*
       }
     }
   }
-  for (int64_t c = 0; c < C; ++c) {
-    out0[c] = static_cast<acc_t>(total0[c]);
-    out1[c] = static_cast<acc_t>(total1[c]);
-  }
-}
-
-template <typename acc_t, typename scalar_t>
-inline acc_t load(scalar_t v) {
-  return static_cast<acc_t>(v);
-}
-
-template <typename scalar_t, typename acc_t>
-inline scalar_t store(acc_t v) {
-  if constexpr (std::is_same_v<scalar_t, double> || std::is_same_v<scalar_t, float>) {
-    return static_cast<scalar_t>(v);
+  if (out0.scalar_type() == at::kDouble) {
+    std::copy(total0.begin(), total0.end(), out0.data_ptr<double>());
+    std::copy(total1.begin(), total1.end(), out1.data_ptr<double>());
   } else {
-    return static_cast<scalar_t>(static_cast<float>(v));
+    std::transform(total0.begin(), total0.end(), out0.data_ptr<float>(),
+                   [](double v) { return static_cast<float>(v); });
+    std::transform(total1.begin(), total1.end(), out1.data_ptr<float>(),
+                   [](double v) { return static_cast<float>(v); });
   }
 }
 
-// Runs body.template operator()<scalar_t, acc_t>() for x's dtype and the per-channel dtype.
-template <typename Body>
-void dispatch(const at::Tensor& x, const at::Tensor& per_channel, const Body& body) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bn_swish", [&] {
-    if (per_channel.scalar_type() == at::kDouble) {
-      body.template operator()<scalar_t, double>();
-    } else {
-      body.template operator()<scalar_t, float>();
-    }
+// The elementwise passes, in parallel; every element is computed the same way wherever the pieces
+// fall.
+void map_all(Map kind, const Args& args, const Geometry& g) {
+  const MapFn fn = kernels().map;
+  const int64_t C = g.channels;
+  if (g.inner == 1) {  // whole positions
+    const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / C);
+    at::parallel_for(0, g.outer, grain, [&](int64_t o0, int64_t o1) {
+      fn(kind, args, Span{o0 * C, o1 * C, 0, 1});
+    });
+    return;
+  }
+  const int64_t rows = g.outer * C;
+  if (g.inner >= kChunk) {
+    const int64_t pieces = ceil_div(g.inner, kChunk);
+    at::parallel_for(0, rows * pieces, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t r = k / pieces, begin = (k % pieces) * kChunk;
+        fn(kind, args, Span{r, r + 1, begin, std::min(g.inner, begin + kChunk)});
+      }
+    });
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / g.inner);
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    fn(kind, args, Span{r0, r1, 0, g.inner});
   });
 }
 
 }  // namespace
 
-void stats(const at::Tensor& x, const at::Tensor& shift, const Geometry& g, const at::Tensor& sum,
-           const at::Tensor& sumsq) {
-  dispatch(x, shift, [&]<typename scalar_t, typename acc_t>() {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const acc_t* sh = shift.const_data_ptr<acc_t>();
-    auto run = [&](int64_t c, int64_t offset, int64_t n, double& a, double& b) {
-      const acc_t s = sh[c];
-      const scalar_t* p = xp + offset;
-      double sa = 0, sb = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double d = static_cast<double>(load<acc_t>(p[i]) - s);
-        sa += d;
-        sb += d * d;
-      }
-      a += sa;
-      b += sb;
-    };
-    reduce_per_channel<acc_t>(g, run, sum.data_ptr<acc_t>(), sumsq.data_ptr<acc_t>());
-  });
+void stats(const at::Tensor& x_in, const at::Tensor& shift, const Geometry& g,
+           const at::Tensor& sum, const at::Tensor& sumsq) {
+  const at::Tensor x = in_storage(x_in, storage_for(x_in, shift.scalar_type()));
+  Prepared p;
+  prepare(p, x, nullptr, nullptr, {&shift}, g);
+  reduce_per_channel(Reduce::Stats, p.args, g, sum, sumsq);
 }
 
-void forward(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+void forward(const at::Tensor& x_in, const at::Tensor& scale, const at::Tensor& shift,
              const Geometry& g, const at::Tensor& y) {
-  dispatch(x, scale, [&]<typename scalar_t, typename acc_t>() {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    scalar_t* yp = y.data_ptr<scalar_t>();
-    const acc_t* sc = scale.const_data_ptr<acc_t>();
-    const acc_t* sh = shift.const_data_ptr<acc_t>();
-    for_each_run(g, [&](int64_t c, int64_t offset, int64_t n) {
-      const acc_t a = sc[c], b = sh[c];
-      for (int64_t i = offset; i < offset + n; ++i) {
-        yp[i] = store<scalar_t>(math::swish_forward<acc_t>(load<acc_t>(xp[i]) * a + b));
-      }
-    });
-  });
+  const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
+  const at::Tensor x = in_storage(x_in, storage);
+  const at::Tensor out = storage == y.scalar_type() ? y : at::empty_like(x);
+  Prepared p;
+  prepare(p, x, nullptr, out.data_ptr(), {&scale, &shift}, g);
+  map_all(Map::Forward, p.args, g);
+  if (!out.is_same(y)) {
+    y.copy_(out);
+  }
 }
 
-void backward_reduce(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& scale,
+void backward_reduce(const at::Tensor& grad_output, const at::Tensor& x_in, const at::Tensor& scale,
                      const at::Tensor& shift, const at::Tensor& mean, const Geometry& g,
                      const at::Tensor& sum_dz, const at::Tensor& sum_dz_xmu) {
-  dispatch(x, scale, [&]<typename scalar_t, typename acc_t>() {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* dyp = grad_output.const_data_ptr<scalar_t>();
-    const acc_t* sc = scale.const_data_ptr<acc_t>();
-    const acc_t* sh = shift.const_data_ptr<acc_t>();
-    const acc_t* mu = mean.const_data_ptr<acc_t>();
-    auto run = [&](int64_t c, int64_t offset, int64_t n, double& a, double& b) {
-      const acc_t k = sc[c], s = sh[c], m = mu[c];
-      double sa = 0, sb = 0;
-      for (int64_t i = offset; i < offset + n; ++i) {
-        const acc_t xv = load<acc_t>(xp[i]);
-        const acc_t dz = math::swish_backward<acc_t>(load<acc_t>(dyp[i]), xv * k + s);
-        sa += static_cast<double>(dz);
-        sb += static_cast<double>(dz) * static_cast<double>(xv - m);
-      }
-      a += sa;
-      b += sb;
-    };
-    reduce_per_channel<acc_t>(g, run, sum_dz.data_ptr<acc_t>(), sum_dz_xmu.data_ptr<acc_t>());
-  });
+  const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
+  const at::Tensor x = in_storage(x_in, storage);
+  const at::Tensor dy = in_storage(grad_output, storage);
+  Prepared p;
+  prepare(p, x, &dy, nullptr, {&scale, &shift, &mean}, g);
+  reduce_per_channel(Reduce::Backward, p.args, g, sum_dz, sum_dz_xmu);
 }
 
-void backward_input(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& scale,
+void backward_input(const at::Tensor& grad_output, const at::Tensor& x_in, const at::Tensor& scale,
                     const at::Tensor& shift, const at::Tensor& coef_dz, const at::Tensor& coef_x,
                     const at::Tensor& coef_0, const Geometry& g, const at::Tensor& grad_input) {
-  dispatch(x, scale, [&]<typename scalar_t, typename acc_t>() {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* dyp = grad_output.const_data_ptr<scalar_t>();
-    scalar_t* dxp = grad_input.data_ptr<scalar_t>();
-    const acc_t* sc = scale.const_data_ptr<acc_t>();
-    const acc_t* sh = shift.const_data_ptr<acc_t>();
-    const acc_t* cdz = coef_dz.const_data_ptr<acc_t>();
-    const acc_t* cx = coef_x.const_data_ptr<acc_t>();
-    const acc_t* c0 = coef_0.const_data_ptr<acc_t>();
-    for_each_run(g, [&](int64_t c, int64_t offset, int64_t n) {
-      const acc_t k = sc[c], s = sh[c], a = cdz[c], b = cx[c], d = c0[c];
-      for (int64_t i = offset; i < offset + n; ++i) {
-        const acc_t xv = load<acc_t>(xp[i]);
-        const acc_t dz = math::swish_backward<acc_t>(load<acc_t>(dyp[i]), xv * k + s);
-        dxp[i] = store<scalar_t>(a * dz + b * xv + d);
-      }
-    });
-  });
+  const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
+  const at::Tensor x = in_storage(x_in, storage);
+  const at::Tensor dy = in_storage(grad_output, storage);
+  const at::Tensor out = storage == grad_input.scalar_type() ? grad_input : at::empty_like(x);
+  Prepared p;
+  prepare(p, x, &dy, out.data_ptr(), {&scale, &shift, &coef_dz, &coef_x, &coef_0}, g);
+  map_all(Map::BackwardInput, p.args, g);
+  if (!out.is_same(grad_input)) {
+    grad_input.copy_(out);
+  }
 }
 
 }  // namespace swishkernels::cpu::bn

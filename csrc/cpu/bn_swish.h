@@ -3,9 +3,9 @@
 //
 // x is dense and walked as [outer, C, inner] in memory order; grad_output has x's strides;
 // per-channel tensors are contiguous (C,) vectors of one dtype, float or double, which is also the
-// math type (acc_t). Reductions accumulate in double over chunks whose boundaries depend only on
-// the shape, and combine the chunks in a fixed order: the result does not depend on the number of
-// threads.
+// math type. Reductions accumulate in double over chunks whose boundaries depend only on the shape,
+// and combine the chunks in a fixed order: the result does not depend on the number of threads.
+// The loops are vectorized, one copy per instruction set (bn_vec_kernels.h).
 
 #include <ATen/core/Tensor.h>
 

@@ -8,19 +8,7 @@
 
 #include "cpu/vec_kernels.h"
 
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-
-namespace swishkernels::math {
-// Lets the formulas of activations.h run on whole vectors. Vectorized lives in a namespace named
-// after the capability, so each compiled copy has its own specialisation.
-template <typename T>
-struct MathOps<at::vec::Vectorized<T>> {
-  using Vec = at::vec::Vectorized<T>;
-  static Vec exp(const Vec& x) { return x.exp(); }
-  static Vec min(const Vec& a, const Vec& b) { return at::vec::minimum(a, b); }  // NaN propagates
-};
-}  // namespace swishkernels::math
+#include "cpu/vec_math.h"
 
 namespace swishkernels::cpu::CPU_CAPABILITY {
 namespace {

@@ -1,0 +1,135 @@
+"""Speed of the fused BatchNorm+Swish CPU module against nn.BatchNorm2d + nn.SiLU, measured in the same run.
+
+    .venv/bin/python benchmarks/cpu_bn_swish_speed.py      # fp32 + bf16, NCHW + channels_last, 1 and 2 threads
+    .venv/bin/python benchmarks/cpu_bn_swish_speed.py --shapes 8x64x80x80 --dtypes float32 --threads 1
+    .venv/bin/python benchmarks/cpu_bn_swish_speed.py --modes train     # forward+backward only
+
+Prints one row per (mode, shape, layout, dtype, threads): the best time of the eager peer
+nn.Sequential(nn.BatchNorm2d(C), nn.SiLU()), of swishkernels.BatchNormSwish2d(C, backend="cpu") and
+their ratio (fused / peer: below 1 is faster). Both modules hold the same parameters in the input's
+dtype, as after `model.to(dtype)`. Modes:
+  train  forward + backward in training mode (batch statistics, running-statistics update, gradients
+         of x, weight and bias), the upstream gradient fixed
+  eval   forward only, eval mode under torch.no_grad() (running statistics, no autograd)
+The two are called alternately (the order flips every round) and the best call of each is kept, so a
+burst of load from other processes on a shared machine hits both and rarely decides the best.
+
+Every call allocates its outputs. With glibc's default malloc settings, memory freed at the top of the
+heap is returned to the OS, so some steps page-fault on fresh output pages and others don't, depending
+on the order of allocations (which differs between the two modules). --keep-freed-memory sets glibc's
+mmap and trim thresholds so that freed memory is reused: the steady state then has no page faults and
+the comparison is of the kernels and the Python around them.
+"""
+import argparse
+import platform
+import time
+
+import torch
+import torch.nn as nn
+
+import swishkernels as sk
+
+
+def parse_shape(text):
+    return tuple(int(s) for s in text.lower().split("x"))
+
+
+def best_times(fns, repeats, seconds):
+    """Best wall time of each fn() over at least `repeats` rounds, and as many more as fit in `seconds`,
+    after a warm-up call each."""
+    start = time.perf_counter()
+    for fn in fns:
+        fn()
+    rounds = max(repeats, int(seconds / max(time.perf_counter() - start, 1e-9)))
+    best = [float("inf")] * len(fns)
+    for round_ in range(rounds):
+        order = range(len(fns)) if round_ % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            start = time.perf_counter()
+            fns[i]()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def keep_freed_memory():
+    """glibc only: serve allocations up to 32 MiB from the heap and never trim it."""
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    if not (libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 40)):
+        raise RuntimeError("mallopt failed")
+
+
+def make_modules(channels, dtype):
+    torch.manual_seed(0)
+    peer = nn.Sequential(nn.BatchNorm2d(channels), nn.SiLU())
+    with torch.no_grad():
+        peer[0].weight.uniform_(0.5, 1.5)
+        peer[0].bias.uniform_(-1, 1)
+    fused = sk.BatchNormSwish2d(channels, backend="cpu")
+    fused.load_state_dict(peer[0].state_dict())
+    return peer.to(dtype), fused.to(dtype)
+
+
+def train_step(module, x, dy):
+    def step():
+        x.grad = None
+        for p in module.parameters():
+            p.grad = None
+        module(x).backward(dy)
+    return step
+
+
+def eval_step(module, x):
+    def step():
+        with torch.no_grad():
+            module(x)
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", default="8x64x80x80,8x256x20x20,3x37x17x23")
+    parser.add_argument("--layouts", default="nchw,channels_last")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--modes", default="train,eval")
+    parser.add_argument("--repeats", type=int, default=10, help="at least this many rounds")
+    parser.add_argument("--seconds", type=float, default=1.0, help="rounds fill this time")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc: reuse freed memory instead of returning it to the OS (no page faults)")
+    args = parser.parse_args()
+    if args.keep_freed_memory:
+        keep_freed_memory()
+
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"
+          f"{', freed memory kept (no page faults)' if args.keep_freed_memory else ''}")
+    print(f"{'mode':>5} {'shape':>14} {'layout':>13} {'dtype':>9} {'threads':>7} "
+          f"{'BN+SiLU ms':>10} {'fused ms':>9} {'fused/peer':>10}")
+    gen = torch.Generator().manual_seed(0)
+    for mode in args.modes.split(","):
+        for shape in map(parse_shape, args.shapes.split(",")):
+            for layout in args.layouts.split(","):
+                memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                for dtype_name in args.dtypes.split(","):
+                    dtype = getattr(torch, dtype_name)
+                    x = (torch.randn(shape, generator=gen) * 2 + 0.5).to(dtype).contiguous(
+                        memory_format=memory_format)
+                    dy = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=memory_format)
+                    peer, fused = make_modules(shape[1], dtype)
+                    if mode == "train":
+                        x.requires_grad_(True)
+                        fns = [train_step(peer.train(), x, dy), train_step(fused.train(), x, dy)]
+                    else:
+                        fns = [eval_step(peer.eval(), x), eval_step(fused.eval(), x)]
+                    for threads in map(int, args.threads.split(",")):
+                        torch.set_num_threads(threads)
+                        t_peer, t_fused = best_times(fns, args.repeats, args.seconds)
+                        print(f"{mode:>5} {'x'.join(map(str, shape)):>14} {layout:>13} {dtype_name:>9} "
+                              f"{threads:>7} {t_peer * 1e3:10.3f} {t_fused * 1e3:9.3f} "
+                              f"{t_fused / t_peer:10.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,42 +22,16 @@ the comparison is of the kernels and the Python around them.
 """
 import argparse
 import platform
-import time
 
 import torch
 import torch.nn as nn
 
 import swishkernels as sk
+from timing import alternating_times, keep_freed_memory_mapped
 
 
 def parse_shape(text):
     return tuple(int(s) for s in text.lower().split("x"))
-
-
-def best_times(fns, repeats, seconds):
-    """Best wall time of each fn() over at least `repeats` rounds, and as many more as fit in `seconds`,
-    after a warm-up call each."""
-    start = time.perf_counter()
-    for fn in fns:
-        fn()
-    rounds = max(repeats, int(seconds / max(time.perf_counter() - start, 1e-9)))
-    best = [float("inf")] * len(fns)
-    for round_ in range(rounds):
-        order = range(len(fns)) if round_ % 2 == 0 else reversed(range(len(fns)))
-        for i in order:
-            start = time.perf_counter()
-            fns[i]()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
-
-
-def keep_freed_memory():
-    """glibc only: serve allocations up to 32 MiB from the heap and never trim it."""
-    import ctypes
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    if not (libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 40)):
-        raise RuntimeError("mallopt failed")
 
 
 def make_modules(channels, dtype):
@@ -100,7 +74,7 @@ def main():
                         help="glibc: reuse freed memory instead of returning it to the OS (no page faults)")
     args = parser.parse_args()
     if args.keep_freed_memory:
-        keep_freed_memory()
+        keep_freed_memory_mapped()
 
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"
@@ -125,7 +99,7 @@ def main():
                         fns = [eval_step(peer.eval(), x), eval_step(fused.eval(), x)]
                     for threads in map(int, args.threads.split(",")):
                         torch.set_num_threads(threads)
-                        t_peer, t_fused = best_times(fns, args.repeats, args.seconds)
+                        t_peer, t_fused = map(min, alternating_times(fns, args.repeats, args.seconds))
                         print(f"{mode:>5} {'x'.join(map(str, shape)):>14} {layout:>13} {dtype_name:>9} "
                               f"{threads:>7} {t_peer * 1e3:10.3f} {t_fused * 1e3:9.3f} "
                               f"{t_fused / t_peer:10.3f}", flush=True)

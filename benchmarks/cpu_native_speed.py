@@ -17,12 +17,12 @@ on the 2-core EPYC dev machine.
 import argparse
 import platform
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 import swishkernels._C  # noqa: F401  (registers torch.ops.swishkernels)
+from timing import alternating_times
 
 ops = torch.ops.swishkernels
 PEERS = {  # activation -> pass -> (ATen's op, ours)
@@ -36,25 +36,6 @@ PEERS = {  # activation -> pass -> (ATen's op, ours)
 def parse_size(text):
     scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1].upper(), 1)
     return int(text[:-1] if scale > 1 else text) * scale
-
-
-def round_times(fns, args, repeats, seconds):
-    """Wall times of each fn(*args), one list per fn, over at least `repeats` rounds and as many
-    more as fit in `seconds` (small sizes need many tries to find their floor on a busy machine),
-    after a warm-up call each. The order within a round flips every round: whoever runs second
-    inherits the first's freed output."""
-    start = time.perf_counter()
-    for fn in fns:
-        fn(*args)
-    rounds = max(repeats, int(seconds / (time.perf_counter() - start)))
-    times = [[] for _ in fns]
-    for round_ in range(rounds):
-        order = range(len(fns)) if round_ % 2 == 0 else reversed(range(len(fns)))
-        for i in order:
-            start = time.perf_counter()
-            fns[i](*args)
-            times[i].append(time.perf_counter() - start)
-    return times
 
 
 def main():
@@ -83,8 +64,9 @@ def main():
                     dy = torch.randn(n, generator=gen).to(dtype)
                     for pass_name, (aten, ours) in PEERS[activation].items():
                         inputs = (x,) if pass_name == "forward" else (dy, x)
-                        times_aten, times_ours = round_times((aten, ours), inputs, args.repeats,
-                                                             args.seconds)
+                        times_aten, times_ours = alternating_times(
+                            [lambda fn=fn: fn(*inputs) for fn in (aten, ours)], args.repeats,
+                            args.seconds)
                         t_aten, t_ours = min(times_aten), min(times_ours)
                         median = statistics.median(o / a for o, a in zip(times_ours, times_aten))
                         print(f"{activation:>10} {threads:>7} {dtype_name:>9} {size:>6} "

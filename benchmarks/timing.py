@@ -31,6 +31,25 @@ def keep_freed_memory_mapped():
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 2**30) and libc.mallopt(M_TRIM_THRESHOLD, 2**30))
 
 
+def alternating_times(fns, repeats, seconds):
+    """Wall times of each fn(), one list per fn, over at least `repeats` rounds and as many more as fit
+    in `seconds` (small sizes need many tries to find their floor on a busy machine), after a warm-up
+    call each. The fns take turns, so a burst of load from other processes hits all of them, and the
+    order flips every round: whoever runs second inherits the first's freed output."""
+    start = time.perf_counter()
+    for fn in fns:
+        fn()
+    rounds = max(repeats, int(seconds / max(time.perf_counter() - start, 1e-9)))
+    times = [[] for _ in fns]
+    for round_ in range(rounds):
+        order = range(len(fns)) if round_ % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            start = time.perf_counter()
+            fns[i]()
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
 def plan_rounds(fn, budget_s):
     """(iterations per round, rounds) that fill about `budget_s`, from one timed call (callers have
     already run fn once: kernel_suite checks every result before timing it)."""

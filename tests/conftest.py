@@ -1,6 +1,8 @@
 """Shared test setup. Triton kernels run under the interpreter on machines without a GPU; that switch
 has to be made before swishkernels first imports its Triton kernels, hence here, at the very top."""
 import os
+import subprocess
+import sys
 import zlib
 
 import torch
@@ -18,6 +20,20 @@ CPU_BACKENDS = sk.available_backends("cpu")
 # extension's CPU kernels follow it, so each lower copy of them can be tested here.
 LOWER_CAPABILITIES = {"AVX512": ("default", "avx2"), "AVX2": ("default",), "NO AVX": (),
                       "DEFAULT": ()}.get(torch.backends.cpu.get_cpu_capability(), ("default",))
+
+
+def run_with_lower_capability(capability, test_file, selection):
+    """Runs the tests of test_file matching `-k selection` in a subprocess whose ATen (and so our C++
+    kernels, which follow ATen's choice) uses a lower instruction set; fails with its output."""
+    expected = {"default": ("NO AVX", "DEFAULT"), "avx2": ("AVX2",)}[capability]
+    script = (
+        "import sys, pytest, torch\n"
+        f"assert torch.backends.cpu.get_cpu_capability() in {expected!r}\n"
+        f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {str(test_file)!r}, '-k', {selection!r}]))\n")
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, SWISHKERNELS_LOWERED_CAPABILITY="1")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
 def pytest_collection_modifyitems(config, items):

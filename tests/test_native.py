@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import LOWER_CAPABILITIES
+from conftest import LOWER_CAPABILITIES, run_with_lower_capability
 
 # Skipped where the extension was deliberately not built (SWISHKERNELS_SKIP_EXT=1); a built one that
 # fails to import is an error here, not a skip, so a broken build cannot pass unnoticed.
@@ -273,16 +273,7 @@ def test_library_alone_has_first_and_second_derivatives():
 @pytest.mark.skipif("SWISHKERNELS_LOWERED_CAPABILITY" in os.environ, reason="already lowered")
 @pytest.mark.parametrize("capability", LOWER_CAPABILITIES)
 def test_numerics_with_lower_cpu_capability(capability):
-    expected = {"default": ("NO AVX", "DEFAULT"), "avx2": ("AVX2",)}[capability]
-    script = (
-        "import sys, pytest, torch\n"
-        f"assert torch.backends.cpu.get_cpu_capability() in {expected!r}\n"
-        f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {__file__!r},\n"
-        "                      '-k', 'reference or aten or special or threads']))\n")
-    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, SWISHKERNELS_LOWERED_CAPABILITY="1")
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    run_with_lower_capability(capability, __file__, "reference or aten or special or threads")
 
 
 # ------------------------------------------------------------------------------------------- CUDA

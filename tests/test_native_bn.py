@@ -4,13 +4,11 @@ results on any number of threads, every CPU instruction set, argument errors. Mo
 gradcheck, opcheck) is covered for the `cpu` backend by tests/test_batchnorm.py."""
 import importlib.util
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import LOWER_CAPABILITIES
+from conftest import LOWER_CAPABILITIES, run_with_lower_capability
 
 if importlib.util.find_spec("swishkernels._C") is None:
     pytest.skip("swishkernels._C is not built (`pip install --no-build-isolation -e .` builds it)",
@@ -184,13 +182,4 @@ def test_rejects_bad_per_channel_arguments():
 @pytest.mark.skipif("SWISHKERNELS_LOWERED_CAPABILITY" in os.environ, reason="already lowered")
 @pytest.mark.parametrize("capability", LOWER_CAPABILITIES)
 def test_numerics_with_lower_cpu_capability(capability):
-    expected = {"default": ("NO AVX", "DEFAULT"), "avx2": ("AVX2",)}[capability]
-    script = (
-        "import sys, pytest, torch\n"
-        f"assert torch.backends.cpu.get_cpu_capability() in {expected!r}\n"
-        f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {__file__!r},\n"
-        "                      '-k', 'reference or threads or per_channel_dtype']))\n")
-    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, SWISHKERNELS_LOWERED_CAPABILITY="1")
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    run_with_lower_capability(capability, __file__, "reference or threads or per_channel_dtype")

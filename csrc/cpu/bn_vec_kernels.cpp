@@ -489,29 +489,11 @@ void map_span(const Args& a, const Span& s) {
   }
 }
 
-// Calls fn(scalar_t{}) for the storage type. bn_swish_ops.cpp has already rejected other dtypes,
-// and no error path here means this object shares no code with the other capabilities' copies.
-template <typename Fn>
-void dispatch(c10::ScalarType dtype, const Fn& fn) {
-  switch (dtype) {
-    case c10::ScalarType::Half:
-      return fn(c10::Half{});
-    case c10::ScalarType::BFloat16:
-      return fn(c10::BFloat16{});
-    case c10::ScalarType::Float:
-      return fn(float{});
-    case c10::ScalarType::Double:
-      return fn(double{});
-    default:
-      return;
-  }
-}
-
 }  // namespace
 
 void reduce(Reduce kind, const Args& a, const Span& s, int64_t first_channel, double* out0,
             double* out1) {
-  dispatch(a.dtype, [&](auto tag) {
+  cpu::CPU_CAPABILITY::dispatch(a.dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     switch (kind) {
       case Reduce::Stats:
@@ -523,7 +505,7 @@ void reduce(Reduce kind, const Args& a, const Span& s, int64_t first_channel, do
 }
 
 void map(Map kind, const Args& a, const Span& s) {
-  dispatch(a.dtype, [&](auto tag) {
+  cpu::CPU_CAPABILITY::dispatch(a.dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     switch (kind) {
       case Map::Forward:

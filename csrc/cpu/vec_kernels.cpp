@@ -60,24 +60,6 @@ void map(const Op& op, scalar_t* out, int64_t n, const In*... in) {
   }
 }
 
-// Calls fn(scalar_t{}) for the storage type. ops.cpp has already rejected other dtypes, and no
-// error path here means this object shares no code with the other capabilities' copies.
-template <typename Fn>
-void dispatch(c10::ScalarType dtype, const Fn& fn) {
-  switch (dtype) {
-    case c10::ScalarType::Half:
-      return fn(c10::Half{});
-    case c10::ScalarType::BFloat16:
-      return fn(c10::BFloat16{});
-    case c10::ScalarType::Float:
-      return fn(float{});
-    case c10::ScalarType::Double:
-      return fn(double{});
-    default:
-      return;
-  }
-}
-
 }  // namespace
 
 void forward(Activation act, c10::ScalarType dtype, const void* x, void* y, int64_t n) {

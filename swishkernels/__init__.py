@@ -16,6 +16,8 @@ __all__ = [
     "available_backends", "replace_activations", "reference",
 ]
 
-from .batchnorm import BatchNormSwish2d, fuse_bn_swish, recompute_bn_swish  # noqa: E402
+from .batchnorm import BatchNormSwish2d, recompute_bn_swish  # noqa: E402
+from .fusion import FusionReport, fuse_bn_swish, recompute_in_forward, unfuse_bn_swish  # noqa: E402
 
-__all__ += ["BatchNormSwish2d", "fuse_bn_swish", "recompute_bn_swish"]
+__all__ += ["BatchNormSwish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish", "recompute_in_forward",
+            "FusionReport"]

@@ -13,7 +13,6 @@ import torch.nn as nn
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from . import _layout, bn_ops
-from .modules import Swish
 
 
 def _scale_shift(mean, invstd, weight, bias):
@@ -146,36 +145,3 @@ class BatchNormSwish2d(nn.BatchNorm2d):
         if self.backend is not None:
             extra += f", backend={self.backend!r}"
         return extra + (", recompute=True" if self.recompute else "")
-
-
-def _is_swish(module) -> bool:
-    return isinstance(module, (nn.SiLU, Swish))
-
-
-def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[str] = None) -> int:
-    """Replace every nn.BatchNorm2d directly followed by a Swish/SiLU in an nn.Sequential by a
-    BatchNormSwish2d (parameters and buffers copied; the Swish becomes nn.Identity so indices and
-    state_dict keys stay put). Returns how many were fused."""
-    fused = 0
-    for parent in model.modules():
-        if not isinstance(parent, nn.Sequential):
-            continue
-        names = list(parent._modules)
-        for first, second in zip(names, names[1:]):
-            bn, act = parent._modules[first], parent._modules[second]
-            if type(bn) is nn.BatchNorm2d and _is_swish(act):
-                parent._modules[first] = _fused_copy(bn, recompute, backend)
-                parent._modules[second] = nn.Identity()
-                fused += 1
-    return fused
-
-
-def _fused_copy(bn: nn.BatchNorm2d, recompute: bool, backend: Optional[str]) -> BatchNormSwish2d:
-    weight = bn.weight if bn.weight is not None else bn.running_mean
-    fused = BatchNormSwish2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                             device=weight.device if weight is not None else None,
-                             dtype=weight.dtype if weight is not None else None,
-                             backend=backend, recompute=recompute)
-    fused.load_state_dict(bn.state_dict())
-    fused.train(bn.training)
-    return fused

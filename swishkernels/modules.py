@@ -59,14 +59,23 @@ def _build(replacement: Replacement, old: nn.Module) -> nn.Module:
 def replace_activations(model: nn.Module, mapping: Optional[Dict[Type[nn.Module], Replacement]] = None) -> int:
     """Swap activation modules in place: nn.SiLU -> Swish and nn.Mish -> Mish (keeping `inplace`), plus
     `mapping` entries {module class: replacement class, or callable(old module) -> new module}. Types
-    match exactly (subclasses are left alone). Returns how many modules were replaced."""
+    match exactly (subclasses are left alone).
+
+    Every reference is replaced, including one instance held by many parents (ultralytics' `Conv` blocks
+    all hold one class-level nn.SiLU): each old instance gets one new instance, so what was shared stays
+    shared. Returns how many references were replaced."""
     table = _default_mapping()
     table.update(mapping or {})
-    targets = [(name, module) for name, module in model.named_modules() if type(module) in table]
-    for name, old in targets:
-        if not name:
-            raise ValueError("replace_activations: the model itself is an activation; replace it directly")
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, _build(table[type(old)], old))
-    return len(targets)
+    if type(model) in table:
+        raise ValueError("replace_activations: the model itself is an activation; replace it directly")
+    replacements: Dict[int, nn.Module] = {}
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if child is None or type(child) not in table:
+                continue
+            if id(child) not in replacements:
+                replacements[id(child)] = _build(table[type(child)], child)
+            parent._modules[name] = replacements[id(child)]
+            replaced += 1
+    return replaced

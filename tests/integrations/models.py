@@ -1,0 +1,105 @@
+"""The real models our users train, built from config (no weights, no network), and what the tests
+count about them independently of swishkernels' own fusion code."""
+import os
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics must not try the network
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torchvision  # noqa: E402
+from timm.layers.norm_act import BatchNormAct2d  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+
+BUILDERS = {
+    "yolov8n": lambda: DetectionModel("yolov8n.yaml", verbose=False),
+    "yolo11n": lambda: DetectionModel("yolo11n.yaml", verbose=False),
+    "yolov5nu": lambda: DetectionModel("yolov5nu.yaml", verbose=False),
+    "timm-efficientnet_b0": lambda: timm.create_model("efficientnet_b0"),
+    "timm-resnet50": lambda: timm.create_model("resnet50", act_layer="silu"),
+    "timm-cspdarknet53": lambda: timm.create_model("cspdarknet53", act_layer="silu"),
+    "torchvision-efficientnet_b0": lambda: torchvision.models.efficientnet_b0(),
+}
+ULTRALYTICS = ("yolov8n", "yolo11n", "yolov5nu")
+# Models whose SiLUs all follow BatchNorms (resnet50's SiLUs after residual adds are out of reach).
+SILU_AFTER_BN = ULTRALYTICS + ("timm-efficientnet_b0", "timm-cspdarknet53", "torchvision-efficientnet_b0")
+
+
+def build(name, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    return BUILDERS[name]().to(dtype).train()
+
+
+def example_input(dtype=torch.float32, batch=2, height=64, width=32, seed=1):
+    """Small enough for CI, large enough that the deepest (stride-32) BatchNorms see 2 x 2 x 1 values."""
+    return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def count_bn_silu_pairs(model, x):
+    """BatchNorm -> SiLU pairs seen in one forward, by hooks alone: a BatchNorm2d output that reaches an
+    nn.SiLU call unmodified (same tensor, same version), and timm BatchNormAct2d layers whose own SiLU
+    runs right after their normalisation (no drop layer between)."""
+    outputs = {}  # id(tensor) -> version when the BatchNorm returned it
+    pairs = []
+    inside_norm_act = []
+    handles = []
+
+    def bn_done(module, args, out):
+        outputs[id(out)] = (out, out._version)
+
+    def silu_called(module, args):
+        x = args[0]
+        seen = outputs.get(id(x))
+        if seen is not None and seen[0] is x and seen[1] == x._version:
+            pairs.append(module)
+            del outputs[id(x)]
+        elif inside_norm_act and inside_norm_act[-1].act is module:
+            pairs.append(module)
+
+    def norm_act_starts(module, args):
+        inside_norm_act.append(module)
+
+    def norm_act_ends(module, args, out):
+        inside_norm_act.pop()
+
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            handles.append(module.register_forward_hook(bn_done))
+        elif type(module) is BatchNormAct2d and isinstance(module.drop, nn.Identity):
+            handles.append(module.register_forward_pre_hook(norm_act_starts))
+            handles.append(module.register_forward_hook(norm_act_ends))
+        elif type(module) is nn.SiLU:
+            handles.append(module.register_forward_pre_hook(silu_called))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return len(pairs)
+
+
+def flat_outputs(output):
+    return [t for t in torch.utils._pytree.tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
+
+
+def saved_bytes(model, x, recompute=False):
+    """Bytes of distinct non-parameter storages autograd keeps for backward in one training forward,
+    with recompute mode's recipes counted as what they keep (nothing new: the block input is saved anyway)."""
+    from swishkernels import batchnorm
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        packed = batchnorm.pack_saved_tensor(tensor) if recompute else tensor
+        if isinstance(packed, torch.Tensor) and packed.untyped_storage().data_ptr() not in params:
+            storages[packed.untyped_storage().data_ptr()] = packed.untyped_storage().nbytes()
+        return packed
+
+    unpack = batchnorm.unpack_saved_tensor if recompute else (lambda t: t)
+    torch.manual_seed(0)  # dropout and stochastic depth: the same masks, so the same running statistics
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        out = model(x)
+    del out
+    return sum(storages.values())

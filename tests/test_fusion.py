@@ -193,3 +193,16 @@ def test_replace_activations_counts_every_reference():
     assert sk.replace_activations(model) == 4
     assert model[0].act is model[1].act and isinstance(model[0].act, sk.Swish)  # still one shared instance
     assert not any(type(m) in (nn.SiLU, nn.Mish) for m in model.modules())
+
+
+def test_core_never_imports_the_frameworks():
+    """ultralytics, timm and torchvision are loaded only for a model that holds their modules."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch.nn as nn, swishkernels as sk\n"
+              "sk.fuse_bn_swish(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.SiLU()))\n"
+              "print(sorted(m for m in ('ultralytics', 'timm', 'torchvision') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

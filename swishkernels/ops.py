@@ -13,6 +13,7 @@ Triton and the PyTorch reference are defined here as `swishkernels::triton_X_*` 
 from typing import Callable, NamedTuple
 
 import torch
+from torch.autograd import forward_ad
 
 from . import _layout, backends, reference
 
@@ -80,6 +81,16 @@ def _register_vmap(forward, backward, forward_inplace) -> None:
     torch.library.register_vmap(forward_inplace, forward_inplace_rule)
 
 
+def _refuse_forward_ad(op_name: str, activation: str, *tensors) -> None:
+    """torch.library custom ops have no forward-mode rule, and under forward_ad.dual_level a custom op
+    would silently return no tangent (zeros); refuse instead. sk.swish / SwishFunction carry a jvp rule
+    and never pass a dual tensor to the op. (Under torch.func.jvp the tangent is not visible here.)"""
+    if forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        raise RuntimeError(
+            f"{op_name}: forward-mode AD through the raw op is not supported (its tangent would be "
+            f"dropped); use swishkernels.{activation}() or its module, which have a jvp rule")
+
+
 def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) -> OpSet:
     """Define the three ops of one activation for a Python-implemented backend.
 
@@ -91,6 +102,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
     @torch.library.custom_op(f"{name}_forward", mutates_args=())
     def forward(x: torch.Tensor) -> torch.Tensor:
         _layout.check_dtype(x, f"{activation}_forward")
+        _refuse_forward_ad(f"{name}_forward", activation, x)
         x = _layout.dense(x)
         out = torch.empty_like(x)
         run_forward(x, out)
@@ -104,6 +116,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
     @torch.library.custom_op(f"{name}_backward", mutates_args=())
     def backward(grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         _layout.check_dtype(x, f"{activation}_backward")
+        _refuse_forward_ad(f"{name}_backward", activation, grad_output, x)
         x = _layout.dense(x)
         grad_input = torch.empty_like(x)
         run_backward(_layout.like(grad_output, x), x, grad_input)

@@ -195,3 +195,17 @@ def test_batchnorm_swish_forward_ad_in_training_updates_stats_like_pytorch(backe
     torch.testing.assert_close(fused.running_mean, bn.running_mean)
     torch.testing.assert_close(fused.running_var, bn.running_var)
     assert fused.num_batches_tracked == bn.num_batches_tracked == 1
+
+
+@pytest.mark.parametrize("activation", ["swish", "mish"])
+def test_raw_ops_refuse_forward_ad_instead_of_dropping_the_tangent(backend, activation, gen):
+    """The torch.library ops themselves have no forward-mode rule: under forward_ad they raise (C++
+    ops: PyTorch's own error; Python custom ops: ours), never a missing tangent."""
+    from swishkernels import ops
+    op_set = ops.get(backend, activation)
+    x = randn(5, dtype=torch.float64, gen=gen)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        for call in (lambda: op_set.forward(dual), lambda: op_set.backward(dual, x)):
+            with pytest.raises(RuntimeError, match="jvp is not implemented|forward-mode AD through the raw op"):
+                call()

@@ -15,12 +15,18 @@ def _ops_for(x: torch.Tensor, activation: str, backend: Optional[str]) -> ops.Op
 
 def swish(x: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
     """x * sigmoid(x), saving only x for backward."""
-    return activate(x, "swish", False, backend)
+    op_set = _ops_for(x, "swish", backend)
+    if transforms.special_path():
+        return transforms.activate(x, "swish", backend)
+    return op_set.forward(x)
 
 
 def mish(x: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
     """x * tanh(softplus(x)), saving only x for backward."""
-    return activate(x, "mish", False, backend)
+    op_set = _ops_for(x, "mish", backend)
+    if transforms.special_path():
+        return transforms.activate(x, "mish", backend)
+    return op_set.forward(x)
 
 
 def _needs_grad(x: torch.Tensor) -> bool:

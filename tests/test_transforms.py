@@ -209,3 +209,21 @@ def test_raw_ops_refuse_forward_ad_instead_of_dropping_the_tangent(backend, acti
         for call in (lambda: op_set.forward(dual), lambda: op_set.backward(dual, x)):
             with pytest.raises(RuntimeError, match="jvp is not implemented|forward-mode AD through the raw op"):
                 call()
+
+
+@pytest.mark.parametrize("activation", ["swish", "mish"])
+def test_raw_inplace_op_under_vmap_writes_the_batched_tensor(backend, activation, gen):
+    from swishkernels import ops
+    op_set = ops.get(backend, activation)
+    xb = randn(3, 4, dtype=torch.float64, gen=gen)
+    expected = PEERS[activation](xb)
+
+    def write(v):
+        op_set.forward_inplace(v)
+        return v
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop.*")
+        out = vmap(write)(xb)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(xb, expected)

@@ -44,7 +44,8 @@ def _make_backward_function(activation: str):
 
         @staticmethod
         def forward(grad_output, x, backend):
-            return ops.get(backend, activation).backward(grad_output, x)
+            with ops.called_with_a_jvp_rule():
+                return ops.get(backend, activation).backward(grad_output, x)
 
         @staticmethod
         def setup_context(ctx, inputs, output):
@@ -83,7 +84,8 @@ def _make_function(activation: str):
         @staticmethod
         def forward(x, backend=None):
             _layout.check_dtype(x, activation)
-            return ops.get(backends.resolve(backend, x.device), activation).forward(x)
+            with ops.called_with_a_jvp_rule():
+                return ops.get(backends.resolve(backend, x.device), activation).forward(x)
 
         @staticmethod
         def setup_context(ctx, inputs, output):

@@ -10,6 +10,8 @@ The C++ extension defines `swishkernels::X_*` (CPU and CUDA kernels, and their a
 training step spends no Python per activation; this file adds the fake implementations);
 Triton and the PyTorch reference are defined here as `swishkernels::triton_X_*` and `reference_X_*`.
 """
+import contextlib
+import threading
 from typing import Callable, NamedTuple
 
 import torch
@@ -81,14 +83,30 @@ def _register_vmap(forward, backward, forward_inplace) -> None:
     torch.library.register_vmap(forward_inplace, forward_inplace_rule)
 
 
-def _refuse_forward_ad(op_name: str, activation: str, *tensors) -> None:
-    """torch.library custom ops have no forward-mode rule, and under forward_ad.dual_level a custom op
-    would silently return no tangent (zeros); refuse instead. sk.swish / SwishFunction carry a jvp rule
-    and never pass a dual tensor to the op. (Under torch.func.jvp the tangent is not visible here.)"""
-    if forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+_CALLER = threading.local()  # .has_jvp_rule: set while autograd.py's Functions call the ops
+
+
+@contextlib.contextmanager
+def called_with_a_jvp_rule():
+    """Marks op calls made by autograd.py's Functions, which handle forward-mode AD themselves."""
+    previous = getattr(_CALLER, "has_jvp_rule", False)
+    _CALLER.has_jvp_rule = True
+    try:
+        yield
+    finally:
+        _CALLER.has_jvp_rule = previous
+
+
+def _refuse_forward_ad(op_name: str, activation: str) -> None:
+    """torch.library custom ops have no forward-mode rule: under forward-mode AD (torch.func.jvp,
+    jacfwd, hessian, torch.autograd.forward_ad) a custom op called directly would silently return no
+    tangent (zeros). Inside torch.func.jvp the tangent is not visible here (the tensors are already
+    unwrapped), so any direct call while a forward-AD level is active is refused."""
+    if forward_ad._current_level >= 0 and not getattr(_CALLER, "has_jvp_rule", False):
         raise RuntimeError(
-            f"{op_name}: forward-mode AD through the raw op is not supported (its tangent would be "
-            f"dropped); use swishkernels.{activation}() or its module, which have a jvp rule")
+            f"{op_name}: forward-mode AD (torch.func.jvp/jacfwd/hessian, torch.autograd.forward_ad) "
+            f"through the raw op is not supported (its tangent would be dropped); use "
+            f"swishkernels.{activation}(), its module or its Function, which have a jvp rule")
 
 
 def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) -> OpSet:
@@ -102,7 +120,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
     @torch.library.custom_op(f"{name}_forward", mutates_args=())
     def forward(x: torch.Tensor) -> torch.Tensor:
         _layout.check_dtype(x, f"{activation}_forward")
-        _refuse_forward_ad(f"{name}_forward", activation, x)
+        _refuse_forward_ad(f"{name}_forward", activation)
         x = _layout.dense(x)
         out = torch.empty_like(x)
         run_forward(x, out)
@@ -116,7 +134,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
     @torch.library.custom_op(f"{name}_backward", mutates_args=())
     def backward(grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         _layout.check_dtype(x, f"{activation}_backward")
-        _refuse_forward_ad(f"{name}_backward", activation, grad_output, x)
+        _refuse_forward_ad(f"{name}_backward", activation)
         x = _layout.dense(x)
         grad_input = torch.empty_like(x)
         run_backward(_layout.like(grad_output, x), x, grad_input)

@@ -207,8 +207,21 @@ def test_raw_ops_refuse_forward_ad_instead_of_dropping_the_tangent(backend, acti
     with fwAD.dual_level():
         dual = fwAD.make_dual(x, torch.ones_like(x))
         for call in (lambda: op_set.forward(dual), lambda: op_set.backward(dual, x)):
-            with pytest.raises(RuntimeError, match="jvp is not implemented|forward-mode AD through the raw op"):
+            with pytest.raises(RuntimeError, match="jvp is not implemented|through the raw op is not supported"):
                 call()
+
+
+@pytest.mark.parametrize("activation", ["swish", "mish"])
+def test_raw_ops_refuse_torch_func_jvp(backend, activation, gen):
+    """torch.func.jvp of the op itself: the C++ ops hit functorch's refusal of C++ Functions, the Python
+    custom ops our refusal (without it the tangent came back as zeros)."""
+    from swishkernels import ops
+    op_set = ops.get(backend, activation)
+    x = randn(5, dtype=torch.float64, gen=gen)
+    t = randn(5, dtype=torch.float64, gen=gen)
+    for fn in (op_set.forward, lambda v: op_set.backward(t, v)):
+        with pytest.raises(RuntimeError, match="cannot use C.. torch::autograd::Function|through the raw op is not supported"):
+            jvp(fn, (x,), (t,))
 
 
 @pytest.mark.parametrize("activation", ["swish", "mish"])

@@ -12,8 +12,8 @@ ACTIVATIONS = {"swish": (sk.Swish, nn.SiLU), "mish": (sk.Mish, nn.Mish)}
 
 
 def _check_activation(device, backend, activation, autocast_dtype, input_dtype, gen):
-    ours, theirs = (cls() if cls is not ACTIVATIONS[activation][0] else cls(backend=backend)
-                    for cls in ACTIVATIONS[activation])
+    ours_class, theirs_class = ACTIVATIONS[activation]
+    ours, theirs = ours_class(backend=backend), theirs_class()
     conv = nn.Conv2d(3, 4, 1).to(device)
     x = randn(2, 3, 5, 7, gen=gen, device=device).to(input_dtype)
     with torch.autocast(device, dtype=autocast_dtype):

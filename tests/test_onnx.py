@@ -24,11 +24,14 @@ ALLOWED_OPS = {"Conv", "Sigmoid", "Mul", "Mish", "Softplus", "Tanh", "BatchNorma
 
 def _model(kind, backend, gen):
     if kind == "swish":
-        body = [nn.Conv2d(3, 6, 3), sk.Swish(backend=backend), nn.Conv2d(6, 4, 1), sk.Swish(inplace=True, backend=backend)]
+        body = [nn.Conv2d(3, 6, 3), sk.Swish(backend=backend), nn.Conv2d(6, 4, 1),
+                sk.Swish(inplace=True, backend=backend)]
     elif kind == "mish":
-        body = [nn.Conv2d(3, 6, 3), sk.Mish(backend=backend), nn.Conv2d(6, 4, 1), sk.Mish(inplace=True, backend=backend)]
+        body = [nn.Conv2d(3, 6, 3), sk.Mish(backend=backend), nn.Conv2d(6, 4, 1),
+                sk.Mish(inplace=True, backend=backend)]
     else:  # first: no convolution before it to fold it into, so BatchNormalization stays
-        body = [sk.BatchNormSwish2d(3, backend=backend), nn.Conv2d(3, 4, 3), sk.BatchNormSwish2d(4, backend=backend)]
+        body = [sk.BatchNormSwish2d(3, backend=backend), nn.Conv2d(3, 4, 3),
+                sk.BatchNormSwish2d(4, backend=backend)]
     model = nn.Sequential(*body)
     with torch.no_grad():
         for module in model.modules():

@@ -241,3 +241,27 @@ def test_raw_inplace_op_under_vmap_writes_the_batched_tensor(backend, activation
         out = vmap(write)(xb)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(xb, expected)
+
+
+@pytest.mark.parametrize("activation", ["swish", "mish"])
+def test_per_sample_gradients_of_a_model(backend, activation, gen):
+    """vmap(grad(functional_call)) over a model's parameters, the per-sample-gradient recipe."""
+    from torch.func import functional_call
+    ours_class = {"swish": sk.Swish, "mish": sk.Mish}[activation]
+    theirs_class = {"swish": nn.SiLU, "mish": nn.Mish}[activation]
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(5, 6), ours_class(backend=backend), nn.Linear(6, 1)).double()
+    theirs = nn.Sequential(nn.Linear(5, 6), theirs_class(), nn.Linear(6, 1)).double()
+    theirs.load_state_dict(ours.state_dict())
+    params = {name: p.detach() for name, p in ours.named_parameters()}
+    x = randn(4, 5, dtype=torch.float64, gen=gen)
+    target = randn(4, 1, dtype=torch.float64, gen=gen)
+
+    def per_sample(model):
+        def loss(p, xi, ti):
+            return ((functional_call(model, p, (xi.unsqueeze(0),)) - ti) ** 2).sum()
+        return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, target)
+
+    got, expected = per_sample(ours), per_sample(theirs)
+    torch.testing.assert_close(got, expected)
+    assert got["0.weight"].shape == (4, 6, 5) and got["0.weight"].abs().max() > 0

@@ -5,13 +5,17 @@
 // X_forward saves only x; its backward calls X_backward through the dispatcher, so the graph is
 // recorded when create_graph is set. X_backward's own backward (second derivatives, rare) is
 // written with ATen ops: differentiable again, no kernel of ours needed.
-// X_forward_inplace has no autograd: the Python layer calls it only where no gradient is needed.
+// X_forward_inplace has no derivative (the Python layer calls it only where no gradient is needed),
+// but it records its mutation the way ATen's in-place ops do: an ADInplaceOrView kernel bumps the
+// version counter (shared by every view of the storage), so a tensor that another op saved for
+// backward and that we then overwrote makes backward raise "modified by an inplace operation".
 #include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/sigmoid.h>
 #include <ATen/ops/softplus.h>
 #include <ATen/ops/tanh.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include "activations.h"
@@ -101,7 +105,31 @@ at::Tensor backward_autograd(const at::Tensor& grad_output, const at::Tensor& x)
   return BackwardFunction<act>::apply(grad_output, x);
 }
 
+using InplaceSchema = void(at::Tensor&);
+
+const c10::TypedOperatorHandle<InplaceSchema>& forward_inplace_op(Activation act) {
+  static const auto swish = find_op<InplaceSchema>("swishkernels::swish_forward_inplace");
+  static const auto mish = find_op<InplaceSchema>("swishkernels::mish_forward_inplace");
+  return act == Activation::Swish ? swish : mish;
+}
+
+template <Activation act>
+void forward_inplace_and_bump_version(at::Tensor& x) {
+  {
+    at::AutoDispatchBelowADInplaceOrView below;  // run the device kernel
+    forward_inplace_op(act).call(x);
+  }
+  torch::autograd::impl::bump_version(x);
+}
+
 }  // namespace
+
+// Version counting happens at ADInplaceOrView, as for ATen's own in-place ops (not under
+// inference_mode, where tensors carry no version counter).
+TORCH_LIBRARY_IMPL(swishkernels, ADInplaceOrView, m) {
+  m.impl("swish_forward_inplace", &forward_inplace_and_bump_version<Activation::Swish>);
+  m.impl("mish_forward_inplace", &forward_inplace_and_bump_version<Activation::Mish>);
+}
 
 // The Autograd alias key covers every device's autograd key (AutogradCPU, AutogradCUDA, ...).
 TORCH_LIBRARY_IMPL(swishkernels, Autograd, m) {

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from . import _layout, bn_ops
+from . import _layout, bn_ops, transforms
 
 
 def _scale_shift(mean, invstd, weight, bias):
@@ -120,6 +120,8 @@ class BatchNormSwish2d(nn.BatchNorm2d):
         self.recompute = recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if transforms.batch_norm_special_path():  # torch.func, forward AD, ONNX, jit.trace: PyTorch's ops
+            return transforms.batch_norm_swish(self, x)
         self._check_input_dim(x)
         _layout.check_dtype(x, "BatchNormSwish2d")
         # Running-statistics bookkeeping exactly as nn.BatchNorm2d.forward does it.

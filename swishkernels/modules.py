@@ -4,7 +4,7 @@ from typing import Callable, Dict, Optional, Type, Union
 import torch
 import torch.nn as nn
 
-from . import functional
+from . import functional, scripting
 
 
 class _Activation(nn.Module):
@@ -12,11 +12,21 @@ class _Activation(nn.Module):
 
     def __init__(self, inplace: bool = False, backend: Optional[str] = None):
         super().__init__()
+        self.activation = type(self).activation  # an instance attribute, so TorchScript sees it
         self.inplace = inplace
         self.backend = backend
+        self._script_backend: Optional[str] = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch (scripting.py)
+            return scripting.activate(x, self.activation, self.inplace, self._script_backend)
         return functional.activate(x, self.activation, self.inplace, self.backend)
+
+    def __prepare_scriptable__(self):
+        """Called by torch.jit.script: fixes the backend the scripted module calls (scripting.py)."""
+        self.activation = type(self).activation  # also for modules pickled before these attributes
+        self._script_backend = scripting.script_backend(self.backend)
+        return self
 
     def extra_repr(self) -> str:
         parts = ["inplace=True"] if self.inplace else []

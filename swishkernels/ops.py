@@ -4,13 +4,18 @@ Per backend and activation there are three ops (X = swish or mish):
   X_forward(x) -> y                 saves only x for backward
   X_backward(grad_output, x) -> dx  recomputes the sigmoid; itself differentiable (double backward)
   X_forward_inplace(x!) -> ()       writes f(x) into x; for inference, no autograd
+Every op also has a batching rule (register_vmap): the ops are elementwise, so a vmapped call is one
+call on the whole batched tensor, for torch.func.vmap and the vmap rules of autograd.py's Functions.
 The C++ extension defines `swishkernels::X_*` (CPU and CUDA kernels, and their autograd in C++, so a
 training step spends no Python per activation; this file adds the fake implementations);
 Triton and the PyTorch reference are defined here as `swishkernels::triton_X_*` and `reference_X_*`.
 """
+import contextlib
+import threading
 from typing import Callable, NamedTuple
 
 import torch
+from torch.autograd import forward_ad
 
 from . import _layout, backends, reference
 
@@ -51,6 +56,59 @@ def _register_autograd(activation: str, forward_name: str, backward_name: str, b
     torch.library.register_autograd(backward_name, backward_grad, setup_context=backward_setup)
 
 
+def _batched_pair(info, in_dims, grad_output, x):
+    """grad_output and x with their vmap dimension first (an unbatched one expanded to the batch)."""
+    def batch_first(t, dim):
+        if dim is None:
+            return t.unsqueeze(0).expand(info.batch_size, *t.shape)
+        return t.movedim(dim, 0)
+    return batch_first(grad_output, in_dims[0]), batch_first(x, in_dims[1])
+
+
+def _register_vmap(forward, backward, forward_inplace) -> None:
+    def forward_rule(info, in_dims, x):
+        return forward(x), in_dims[0]
+
+    def backward_rule(info, in_dims, grad_output, x):
+        if in_dims[0] is None and in_dims[1] is None:
+            return backward(grad_output, x), None
+        return backward(*_batched_pair(info, in_dims, grad_output, x)), 0
+
+    def forward_inplace_rule(info, in_dims, x):
+        forward_inplace(x)  # elementwise: the whole batched storage at once
+        return None, None
+
+    torch.library.register_vmap(forward, forward_rule)
+    torch.library.register_vmap(backward, backward_rule)
+    torch.library.register_vmap(forward_inplace, forward_inplace_rule)
+
+
+_CALLER = threading.local()  # .has_jvp_rule: set while autograd.py's Functions call the ops
+
+
+@contextlib.contextmanager
+def called_with_a_jvp_rule():
+    """Marks op calls made by autograd.py's Functions, which handle forward-mode AD themselves."""
+    previous = getattr(_CALLER, "has_jvp_rule", False)
+    _CALLER.has_jvp_rule = True
+    try:
+        yield
+    finally:
+        _CALLER.has_jvp_rule = previous
+
+
+def _refuse_forward_ad(op_name: str, activation: str) -> None:
+    """torch.library custom ops have no forward-mode rule: under forward-mode AD (torch.func.jvp,
+    jacfwd, hessian, torch.autograd.forward_ad) a custom op called directly would silently return no
+    tangent (zeros). Inside torch.func.jvp the tangent is not visible here (the tensors are already
+    unwrapped), so any direct call while a forward-AD level is active is refused."""
+    if forward_ad._current_level >= 0 and not getattr(_CALLER, "has_jvp_rule", False):
+        raise RuntimeError(
+            f"{op_name}: forward-mode AD (torch.func.jvp/jacfwd/hessian, torch.autograd.forward_ad) "
+            f"through the raw op is not supported (its tangent would be dropped); use "
+            f"swishkernels.{activation}(), its module or its Function, which have a jvp rule")
+
+
 def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) -> OpSet:
     """Define the three ops of one activation for a Python-implemented backend.
 
@@ -62,6 +120,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
     @torch.library.custom_op(f"{name}_forward", mutates_args=())
     def forward(x: torch.Tensor) -> torch.Tensor:
         _layout.check_dtype(x, f"{activation}_forward")
+        _refuse_forward_ad(f"{name}_forward", activation)
         x = _layout.dense(x)
         out = torch.empty_like(x)
         run_forward(x, out)
@@ -75,6 +134,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
     @torch.library.custom_op(f"{name}_backward", mutates_args=())
     def backward(grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         _layout.check_dtype(x, f"{activation}_backward")
+        _refuse_forward_ad(f"{name}_backward", activation)
         x = _layout.dense(x)
         grad_input = torch.empty_like(x)
         run_backward(_layout.like(grad_output, x), x, grad_input)
@@ -98,6 +158,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
         _layout.check_dtype(x, f"{activation}_forward_inplace")
 
     _register_autograd(activation, f"{name}_forward", f"{name}_backward", backward)
+    _register_vmap(forward, backward, forward_inplace)
     return OpSet(forward, backward, forward_inplace)
 
 
@@ -145,6 +206,7 @@ def _extension_ops(activation: str) -> OpSet:
     torch.library.register_fake(forward.name(), fake_forward)
     torch.library.register_fake(backward.name(), fake_backward)
     torch.library.register_fake(forward_inplace.name(), fake_forward_inplace)
+    _register_vmap(forward, backward, forward_inplace)
     return OpSet(forward, backward, forward_inplace)
 
 

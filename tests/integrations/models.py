@@ -70,12 +70,16 @@ def count_bn_silu_pairs(model, x):
             handles.append(module.register_forward_hook(norm_act_ends))
         elif type(module) is nn.SiLU:
             handles.append(module.register_forward_pre_hook(silu_called))
+    buffers = [(b, b.clone()) for b in model.buffers()]  # a train-mode forward updates running statistics
     try:
         with torch.no_grad():
             model(x)
     finally:
         for handle in handles:
             handle.remove()
+        with torch.no_grad():
+            for buffer, value in buffers:
+                buffer.copy_(value)
     return len(pairs)
 
 

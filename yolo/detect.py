@@ -2,13 +2,14 @@
 or a glob such as 'photos/*.jpg').
 
 Writes to runs/detect/exp{,2,...} (--project/--name, like the trainer): each image with its boxes and labels
-drawn, and per image a labels/<stem>.txt (YOLO txt: `cls xc yc w h conf`, normalized to the original image)
+drawn (as <stem>.jpg, sub-folders of the source kept), and per image a labels/<stem>.txt (YOLO txt: `cls xc yc w h conf`, normalized to the original image)
 or with --save-format json a labels/<stem>.json ([{class, name, confidence, box: [x1, y1, x2, y2] pixels}]).
 Boxes are in the original image's pixels: the letterbox is undone.
 """
 import argparse
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ class DetectError(ValueError):
 def build_parser():
     p = argparse.ArgumentParser(prog=PROG, description="Detect objects in images with YOLOv3 weights.")
     p.add_argument("--weights", required=True, help="last.pt, best.pt, a state_dict .pt or Darknet .weights")
-    p.add_argument("--source", required=True, help="an image, a folder of images or a glob ('imgs/*.jpg')")
+    p.add_argument("--source", required=True, help="an image, a folder of images, a glob ('imgs/*.jpg') or "
+                   "'shapes[:k=v,..]' (the generated val images)")
     p.add_argument("--cfg", help="model cfg, for a state_dict or .weights [from the checkpoint]")
     p.add_argument("--names", help="comma list of class names, for weights that do not record them")
     p.add_argument("--img-size", type=int, help="letterbox size, a multiple of 32 [the checkpoint's, else 416]")
@@ -35,7 +37,7 @@ def build_parser():
     p.add_argument("--classes", type=int, nargs="+", help="keep only these class indices")
     p.add_argument("--save-format", choices=["txt", "json"], default="txt", help="predictions per image [txt]")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or N [cuda if available]")
-    p.add_argument("--cache-dir", help="accepted for symmetry with the trainer (detect reads no dataset)")
+    p.add_argument("--cache-dir", help="folder of generated datasets, for --source shapes [~/.cache/swishkernels]")
     p.add_argument("--project", default="runs/detect", help="results go to project/name [runs/detect]")
     p.add_argument("--name", default="exp", help="[exp], incremented (exp2, ...) unless --exist-ok")
     p.add_argument("--exist-ok", action="store_true")
@@ -43,10 +45,18 @@ def build_parser():
     return p
 
 
-def find_images(source):
-    """Image paths of a file, a folder (recursive) or a glob pattern, sorted; DetectError if none."""
+def find_images(source, cache_dir=None):
+    """Image paths of a file, a folder (recursive), a glob pattern or the val split of the generated
+    'shapes[:k=v,..]' data (in cache_dir), sorted; DetectError if none."""
     from yolo.data.checks import IMAGE_SUFFIXES
 
+    if str(source) == "shapes" or str(source).startswith("shapes:"):
+        from yolo.data import DataError, load_data_config
+
+        try:
+            source = load_data_config(source, cache_dir=cache_dir)["val"]["images"]
+        except (DataError, ValueError) as e:
+            raise DetectError(f"--source {source}: {e}") from None
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -100,18 +110,23 @@ def draw(img, det, names, path):
 
 
 def detect(model, sources, save_dir, img_size, names=None, conf_thres=0.25, iou_thres=0.45, max_det=300,
-           classes=None, save_format="txt", device="cpu", verbose=False):
+           classes=None, save_format="txt", device="cpu", verbose=False, cache_dir=None):
     """Detect in every image of `sources` (see find_images); returns {image path: (n, 6) detections}."""
     from yolo.data.checks import load_image
 
     save_dir = Path(save_dir)
-    (save_dir / "labels").mkdir(parents=True, exist_ok=True)
+    files = find_images(sources, cache_dir)
+    # Outputs keep the images' sub-folders below their common folder, so equal names cannot overwrite.
+    root = Path(os.path.commonpath([str(p.parent) for p in files]))
     out = {}
-    for path in find_images(sources):
+    for path in files:
+        stem = path.relative_to(root).with_suffix("")
+        for folder in (save_dir / "labels" / stem.parent, save_dir / stem.parent):
+            folder.mkdir(parents=True, exist_ok=True)
         img = load_image(path)
         det = detect_image(model, img, img_size, conf_thres, iou_thres, max_det, classes, device)
-        write_predictions(det, img.shape[:2], names, save_dir / "labels" / path.stem, save_format)
-        draw(img, det, names, save_dir / f"{path.stem}.jpg")
+        write_predictions(det, img.shape[:2], names, save_dir / "labels" / stem, save_format)
+        draw(img, det, names, save_dir / f"{stem}.jpg")
         out[str(path)] = det
         if verbose:
             counts = {}
@@ -134,7 +149,7 @@ def run(args):
                           f"{args.iou_thres}")
     if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
         raise DetectError(f"--img-size {args.img_size} must be a multiple of 32")
-    find_images(args.source)  # fail on a bad source before any output folder is made
+    find_images(args.source, args.cache_dir)  # fail on a bad source before any output folder is made
     try:
         device = select_device(args.device)
         model, info = build_model(args.weights, cfg=args.cfg, device=device)
@@ -151,7 +166,8 @@ def run(args):
     img_size = args.img_size or (info.get("opt") or {}).get("img_size") or 416
     save_dir = claim_run_dir(Path(args.project) / args.name, exist_ok=args.exist_ok)
     detect(model, args.source, save_dir, img_size, names,
-           args.conf_thres, args.iou_thres, args.max_det, args.classes, args.save_format, device, args.verbose)
+           args.conf_thres, args.iou_thres, args.max_det, args.classes, args.save_format, device, args.verbose,
+           args.cache_dir)
     return save_dir
 
 

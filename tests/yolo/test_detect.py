@@ -104,6 +104,18 @@ def test_cli_glob_source_with_a_checkpoint_writes_one_file_per_image(trained, im
     assert lines and all(len(line.split()) == 6 for line in lines)  # conf 0: an untrained model finds plenty
 
 
+def test_same_names_in_sub_folders_do_not_overwrite_and_shapes_source(trained, images, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / "src" / sub).mkdir(parents=True)
+        (tmp_path / "src" / sub / "x.png").write_bytes((images / "wide.png").read_bytes())
+    detect(ColourDetector(), str(tmp_path / "src"), tmp_path / "out", img_size=64)
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.*")) == \
+        ["a/x.jpg", "b/x.jpg", "labels/a/x.txt", "labels/b/x.txt"]
+    assert main(["--weights", trained["best"], "--source", "shapes:n_train=8,n_val=4,img_size=64", "--cache-dir",
+                 trained["cache_dir"], "--project", str(tmp_path), "--device", "cpu", "--no-verbose"]) == 0
+    assert len(list((tmp_path / "exp" / "labels").iterdir())) == 4  # the 4 generated val images
+
+
 @pytest.mark.parametrize("extra, named", [
     (["--source", "no/such/folder"], "no/such/folder"),
     (["--classes", "9"], "--classes [9]"),

@@ -3,7 +3,8 @@
 The 2019-2020 Ultralytics recipe: SGD (nesterov) or Adam with weight decay on conv weights only, linear
 warmup then a cosine schedule, gradient accumulation to a nominal batch of 64 images, AMP on CUDA, an EMA of
 the weights (what is evaluated and kept as best.pt), torchrun DDP, atomic last.pt/best.pt every epoch and
-`--resume` that continues exactly where a run stopped. Each run writes to runs/train/exp{,2,3...}:
+`--resume` that continues exactly where a run stopped, `--weights` to start from a .pt or Darknet .weights
+file (yolo.weights). Each run writes to runs/train/exp{,2,3...}:
 results.csv, results.png, opt.yaml, hyp.yaml, weights/{last,best}.pt and pictures of labels and predictions.
 
 Programmatic use (one call per experiment): `yolo.train.run(cfg="yolov3-tiny", activation="swish",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -222,10 +223,11 @@ def one_line_error(capsys):
 
 @pytest.mark.parametrize("line, key", [("iou_t: 5", "iou_t"), ("fliplr: 7", "fliplr"), ("scale: 3", "scale"),
                                        ("lr0: .nan", "lr0"), ("lr0: -0.01", "lr0")])
-def test_hyp_out_of_range_exits_2_naming_file_and_key(line, key, tmp_path, capsys):
+def test_hyp_out_of_range_exits_2_naming_file_and_key(tiny, line, key, tmp_path, capsys):
     hyp = tmp_path / "bad_hyp.yaml"
     hyp.write_text(line + "\n")
-    assert main(["--hyp", str(hyp), "--project", str(tmp_path)]) == 2
+    tiny_run = ["--data", TINY_DATA, "--img-size", "64", "--epochs", "1", "--cache-dir", tiny["cache_dir"]]
+    assert main(["--hyp", str(hyp), "--project", str(tmp_path), *tiny_run]) == 2  # accepted, it would train
     err = one_line_error(capsys)
     assert "bad_hyp.yaml" in err and f"'{key}'" in err and "must be in" in err
 
@@ -320,8 +322,10 @@ def test_truncated_val_image_fails_before_the_first_epoch(tiny, tmp_path):
         for i in range(2):
             ok.save(tmp_path / split / "images" / f"{i}.jpg")
             (tmp_path / split / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
-    good = (tmp_path / "val/images/0.jpg").read_bytes()
-    (tmp_path / "val/images/trunc.jpg").write_bytes(good[: len(good) // 2])
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    noise.save(tmp_path / "val/images/trunc.jpg")  # noise: the scan data is most of the file
+    full = (tmp_path / "val/images/trunc.jpg").read_bytes()
+    (tmp_path / "val/images/trunc.jpg").write_bytes(full[: len(full) // 2])  # the header check passes it
     (tmp_path / "data.yaml").write_text("train: train/images\nval: val/images\nnames: [thing]\n")
     batches = []
     with pytest.raises(DataError, match=r"val/images/trunc\.jpg"):

@@ -44,10 +44,10 @@ def head_prefixes(model):
     return {f"module_list.{i - 1}." for i, m in enumerate(model.module_list) if m in model.yolo_layers}
 
 
-def transfer(model, state, source):
-    """Load `state` into `model`. Every tensor must match in name and shape, except the head convs when the
-    class counts differ (those keep their fresh initialization). Returns a one-line report; WeightsError
-    naming the layer and both shapes otherwise."""
+def transfer(model, state, source, fresh_heads=True):
+    """Load `state` into `model`. Every tensor must match in name and shape, except (with `fresh_heads`) the
+    head convs when the class counts differ: those keep their fresh initialization. Returns a one-line
+    report; WeightsError naming the layer and both shapes otherwise."""
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
@@ -59,7 +59,7 @@ def transfer(model, state, source):
     for key, value in state.items():
         if value.shape == own[key].shape:
             keep[key] = value
-        elif any(key.startswith(p) for p in heads):
+        elif fresh_heads and any(key.startswith(p) for p in heads):
             skipped.append(key)
         else:
             raise WeightsError(f"{source}: layer {key} has shape {tuple(value.shape)} but the model's is "
@@ -133,17 +133,9 @@ def build_model(weights, cfg=None, num_classes=None, activation=None, device="cp
         elif num_classes is not None and num_classes != info["nc"]:
             raise WeightsError(f"{weights}: trained for {info['nc']} classes, not {num_classes}")
         model = Darknet(info["cfg"], num_classes=info["nc"], activation=activation or info.get("activation"))
-        transfer_exact(model, state, weights)
+        transfer(model, state, weights, fresh_heads=False)  # built from the file's own description: all fit
     model.names = info.get("names")
     return model.to(device).eval(), info
-
-
-def transfer_exact(model, state, source):
-    """Like transfer, but every tensor must fit (the model was built from the file's own description)."""
-    report = transfer(model, state, source)
-    if "start fresh" in report:
-        raise WeightsError(f"{source}: head shapes do not match the class count it records")
-    return report
 
 
 # ---- conversion CLI ----------------------------------------------------------------------------------------

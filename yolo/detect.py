@@ -24,7 +24,9 @@ class DetectError(ValueError):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog=PROG, description="Detect objects in images with YOLOv3 weights.")
+    from yolo.train_args import OneLineParser
+
+    p = OneLineParser(prog=PROG, description="Detect objects in images with YOLOv3 weights.")
     p.add_argument("--weights", required=True, help="last.pt, best.pt, a state_dict .pt or Darknet .weights")
     p.add_argument("--source", required=True, help="an image, a folder of images, a glob ('imgs/*.jpg') or "
                    "'shapes[:k=v,..]' (the generated val images)")

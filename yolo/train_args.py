@@ -57,7 +57,7 @@ class OptionError(ValueError):
     """A bad option value; the CLI prints the message on one line and exits with status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block, exit status 2 (argparse's convention)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -65,7 +65,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     """The CLI parser. Defaults are suppressed so the result holds only what the user typed; the table above
     fills in the rest (and resume needs to know what was typed)."""
-    p = _Parser(prog=PROG, description="Train a Darknet YOLOv3 model.", argument_default=argparse.SUPPRESS)
+    p = OneLineParser(prog=PROG, description="Train a Darknet YOLOv3 model.", argument_default=argparse.SUPPRESS)
     D = DEFAULTS
     p.add_argument("--data", help="'shapes' (generated; 'shapes:n_train=..,n_val=..,img_size=..') or a data YAML "
                    f"[{D['data']}]")

@@ -19,7 +19,9 @@ class ValError(ValueError):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog=PROG, description="Evaluate YOLOv3 weights with pycocotools.")
+    from yolo.train_args import OneLineParser
+
+    p = OneLineParser(prog=PROG, description="Evaluate YOLOv3 weights with pycocotools.")
     p.add_argument("--weights", required=True, help="last.pt, best.pt, a state_dict .pt or Darknet .weights")
     p.add_argument("--data", help="'shapes[:k=v,..]' or a data YAML [the checkpoint's training data]")
     p.add_argument("--task", default="val", choices=["val", "test", "train"], help="split to score [val]")

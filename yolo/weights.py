@@ -145,7 +145,9 @@ PROG = "python -m yolo.weights"
 
 def main(argv=None):
     """Exit status 0 done, 2 bad input (one line naming the file)."""
-    p = argparse.ArgumentParser(prog=PROG, description="Convert between trainer .pt and Darknet .weights.")
+    from yolo.train_args import OneLineParser
+
+    p = OneLineParser(prog=PROG, description="Convert between trainer .pt and Darknet .weights.")
     sub = p.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help=".pt -> Darknet .weights")
     imp = sub.add_parser("import", help="Darknet .weights -> a .pt state_dict")

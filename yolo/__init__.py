@@ -2,5 +2,8 @@
 
 Data flows one way: cfg -> model (`yolo.models`); dataset -> loader -> train step -> loss (`yolo.loss`);
 model -> predictions -> NMS (`yolo.boxes`) -> COCO json -> pycocotools -> metrics (`yolo.evaluate`).
-Run `python -m yolo.train --help` to train.
+Weights files in and out: `yolo.weights` (trainer .pt, state_dicts) and `yolo.darknet_weights` (.weights).
+Commands: `python -m yolo.train` (train, --resume, --weights), `python -m yolo.val` (score a checkpoint),
+`python -m yolo.detect` (boxes on images), `python -m yolo.weights` (convert .pt <-> Darknet .weights),
+`python -m yolo.experiment` (one run per activation). Each takes --help.
 """

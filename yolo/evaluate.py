@@ -19,7 +19,7 @@ def evaluate(model, loader, dataset, device="cpu", conf_thres=0.001, iou_thres=0
     """Score `model` on `loader` (built over `dataset`) with pycocotools.
 
     Returns {precision, recall, mAP_0.5, mAP_0.5:0.95, coco_stats (the 12 COCOeval numbers, -1 where
-    COCO has nothing to measure), conf_pr, box_loss, obj_loss, cls_loss}. precision and recall are at
+    COCO has nothing to measure), per_class ({category_id: (AP50, AP)}), conf_pr, box_loss, obj_loss, cls_loss}. precision and recall are at
     IoU 0.5, class means over the classes present in the ground truth, at the single confidence threshold
     `conf_pr` that maximizes their mean F1 (as Ultralytics reports them).
     Losses are means over batches of `loss_fn(raw_heads, targets)` -> (loss, [box, obj, cls, total]) (or just
@@ -87,7 +87,7 @@ def score_detections(coco_gt, results, verbose=False):
     No results (or no ground truth boxes) give zeros rather than pycocotools' crash or -1s.
     """
     out = {"precision": 0.0, "recall": 0.0, "mAP_0.5": 0.0, "mAP_0.5:0.95": 0.0,
-           "coco_stats": [0.0] * len(COCO_STAT_NAMES), "conf_pr": 0.0}
+           "coco_stats": [0.0] * len(COCO_STAT_NAMES), "conf_pr": 0.0, "per_class": {}}
     if not results or not coco_gt.get("annotations"):
         if verbose:
             print("evaluate: nothing to score (no detections or no ground-truth boxes)")
@@ -108,10 +108,22 @@ def score_detections(coco_gt, results, verbose=False):
         coco_eval.summarize()
     stats = [float(s) for s in coco_eval.stats]
     precision, recall, conf = precision_recall(coco_eval)
-    out.update(precision=precision, recall=recall, conf_pr=conf, coco_stats=stats,
+    out.update(precision=precision, recall=recall, conf_pr=conf, coco_stats=stats, per_class=per_class_ap(coco_eval),
                **{"mAP_0.5": max(stats[1], 0.0), "mAP_0.5:0.95": max(stats[0], 0.0)})
     if verbose:
         print(f"precision {precision:.3f}  recall {recall:.3f}  (IoU 0.5, conf {conf:.3f})")
+    return out
+
+
+def per_class_ap(coco_eval):
+    """{category_id: (AP@0.5, AP@0.5:0.95)} from COCOeval's accumulated precision (area all, 100 detections),
+    the per-class terms of the means in coco_stats; -1 for a class without ground truth."""
+    precision = coco_eval.eval["precision"]  # (iou thresholds, recall points, classes, areas, max dets)
+    out = {}
+    for k, cid in enumerate(coco_eval.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p50 = p[0][p[0] > -1]
+        out[int(cid)] = (float(p50.mean()) if p50.size else -1.0, float(p[p > -1].mean()) if (p > -1).any() else -1.0)
     return out
 
 

@@ -14,7 +14,8 @@ Scale it up with --data/--cfg/--epochs/--img-size/--batch-size/--device, e.g. th
 
 Memory: on CUDA the trainer's peak allocated memory; on a CPU, where peak RSS says little about activations,
 the bytes autograd saves for backward in one training batch (benchmarks/memory.py, exact, fp32).
-Finished activations are skipped when the command is run again with the same options (--fresh retrains).
+Finished activations are skipped when the command is run again with the same options (--fresh retrains);
+an activation interrupted mid-run (Ctrl-C, kill -9, a bad image) continues from its last finished epoch.
 """
 import argparse
 import csv
@@ -37,8 +38,11 @@ DEFAULTS = dict(
     batch_size=16, device="", seed=0, workers=0, out="runs/experiment",
 )
 # Options that define a run: a finished run is reused only if all of these match.
-RUN_OPTIONS = ("data", "cfg", "epochs", "img_size", "batch_size", "device", "seed", "hyp", "optimizer")
+RUN_OPTIONS = ("data", "cfg", "epochs", "img_size", "batch_size", "device", "seed", "hyp", "optimizer", "skip_bad")
+# Values of options added since markers were first written, so older markers still match.
+OPTION_DEFAULTS = {"skip_bad": False}
 MARKER = "experiment.json"  # written into an activation's run folder when its training finished
+ROW_MARKER = "experiment-row.json"  # written when it starts: a rerun resumes the row only with the same options
 BASELINE = "leaky"
 PROG = "python -m yolo.experiment"
 
@@ -64,6 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", help="folder for generated datasets [~/.cache/swishkernels]")
     p.add_argument("--out", default=D["out"], help=f"output folder [{D['out']}]")
     p.add_argument("--fresh", action="store_true", help="retrain activations that already finished in --out")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad images/labels with a warning (the trainer's)")
     p.add_argument("--verbose", action="store_true", help="the trainer's own progress bars and epoch lines")
     args = p.parse_args(argv)
     args.activations = [a.strip() for a in args.activations.split(",") if a.strip()]
@@ -147,27 +152,68 @@ def finished_run(run_dir, options):
     if not marker.is_file():
         return None
     stored = json.loads(marker.read_text())
-    if stored.get("options") != options:
-        changed = sorted(k for k in options if stored.get("options", {}).get(k) != options[k])
+    stored_options = {**OPTION_DEFAULTS, **stored.get("options", {})}
+    if stored_options != options:
+        changed = sorted(k for k in options if stored_options.get(k) != options[k])
         print(f"{run_dir}: finished with other options ({', '.join(changed)} differ); retraining")
         return None
     return stored["result"]
 
 
+def resumable_row(run_dir, options, activation):
+    """last.pt of a row that started with these options and did not finish (a rerun continues it), else None."""
+    marker, last = run_dir / ROW_MARKER, run_dir / "weights" / "last.pt"
+    if not (marker.is_file() and last.is_file()):
+        return None
+    stored = json.loads(marker.read_text())
+    if {**OPTION_DEFAULTS, **stored.get("options", {})} != options or stored.get("activation") != activation:
+        print(f"{run_dir}: an unfinished run with other options; restarting it")
+        return None
+    return last
+
+
 def train_one(activation, args, out, progress):
-    """Train one activation (or reuse its finished run); returns the trainer's summary dict."""
+    """Train one activation (resuming its unfinished run); returns the trainer's summary dict, with time
+    and memory over all the row's epochs (also those trained before an interruption)."""
     from yolo.train import run
+    from yolo.utils.checkpoint import load_checkpoint
 
     options = run_options(args)
+    run_dir = out / activation
     t0 = time.time()
-    model_options = VARIANTS.get(activation, {"activation": activation})
-    result = run(**{k: v for k, v in options.items() if v is not None}, **model_options, workers=args.workers,
-                 cache_dir=args.cache_dir, project=str(out), name=activation, exist_ok=True, nosave=True,
-                 verbose=args.verbose, callbacks=progress.callbacks())
+    common = dict(workers=args.workers, cache_dir=args.cache_dir, verbose=args.verbose, callbacks=progress.callbacks())
+    last = None if args.fresh else resumable_row(run_dir, options, activation)
+    if last is not None:
+        done = load_checkpoint(last)["epoch"] + 1
+        progress.say(f"resuming {last}: {done} of {args.epochs} epochs were done")
+        if done < args.epochs:
+            result = run(resume=str(last), epochs=args.epochs, **common)
+        else:  # killed after its final checkpoint, before the row was marked finished
+            result = result_from_run(run_dir, activation, args)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ROW_MARKER).write_text(json.dumps({"options": options, "activation": activation}, indent=1))
+        model_options = VARIANTS.get(activation, {"activation": activation})
+        result = run(**{k: v for k, v in options.items() if v is not None}, **model_options, project=str(out),
+                     name=activation, exist_ok=True, **common)
+    rows = read_curves(run_dir)
+    result["time_per_epoch_s"] = sum(r["epoch_time_s"] for r in rows) / len(rows)
+    result["peak_mem_mb"] = max(r["peak_mem_mb"] for r in rows)
     result["wall_s"] = time.time() - t0  # training and evaluation, for the summary's total
     marker = {"options": options, "result": result, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     (Path(result["save_dir"]) / MARKER).write_text(json.dumps(marker, indent=1))
     return result
+
+
+def result_from_run(run_dir, activation, args):
+    """The summary a finished run would have returned, from its results.csv (for a row whose last epoch was
+    saved but whose process died before it was marked finished)."""
+    from yolo.utils.torch_utils import select_device
+
+    last = read_curves(run_dir)[-1]
+    out = {k: last[f"metrics/{k}"] for k in ("precision", "recall", "mAP_0.5", "mAP_0.5:0.95")}
+    out.update(save_dir=str(run_dir), activation=activation, device=str(select_device(args.device)))
+    return out
 
 
 # ---- memory of the model, independent of the machine -----------------------------------------------------
@@ -364,7 +410,7 @@ def main(argv=None):
 
 
 def run_experiment(args, device, t0):
-    from yolo.data import load_data_config
+    from yolo.data import DataError, load_data_config
     from yolo.train_args import OptionError
 
     out = Path(args.out)
@@ -386,9 +432,20 @@ def run_experiment(args, device, t0):
         progress.begin(i, activation)
         try:
             done[activation] = train_one(activation, args, out, progress)
-        except OptionError as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
+        except (OptionError, DataError) as e:
+            hint = ""
+            if isinstance(e, DataError):  # found while training: the epochs saved so far are kept
+                hint = ("" if args.skip_bad else " (fix the file or pass --skip-bad)") + \
+                    "; rerunning continues from the last finished epoch"
+            print(f"{PROG}: error: {activation}: {e}{hint}", file=sys.stderr)
             return 2
+        except FloatingPointError as e:  # training diverged
+            print(f"{PROG}: error: {activation}: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted in {activation}; run the same command again to continue it from its last "
+                  "finished epoch", file=sys.stderr)
+            return 130
         progress.say(f"done: mAP@0.5 {done[activation].get('mAP_0.5', float('nan')):.4f}, "
                      f"{done[activation]['time_per_epoch_s']:.1f} s/epoch")
 

@@ -30,6 +30,33 @@ DEFAULT_HYP = {
     "warmup_epochs": 3.0,  # learning-rate and momentum warmup
 }
 
+# Valid ranges: (low, high, low included, high included). Outside them a value is a mistake, not a choice:
+# iou_t > 1 assigns no target at all (box and class losses stay 0), scale >= 1 can shrink images to nothing,
+# a probability above 1 is not one.
+INF = float("inf")
+RANGES = {
+    "giou": (0, INF, True, False), "cls": (0, INF, True, False), "obj": (0, INF, True, False),
+    "cls_pw": (0, INF, False, False), "obj_pw": (0, INF, False, False),
+    "iou_t": (0, 1, False, True),
+    "lr0": (0, INF, False, False), "lrf": (0, 1, False, True),
+    "momentum": (0, 1, True, False), "weight_decay": (0, INF, True, False), "fl_gamma": (0, INF, True, False),
+    "hsv_h": (0, 1, True, True), "hsv_s": (0, 1, True, True), "hsv_v": (0, 1, True, True),
+    "degrees": (0, 180, True, True), "translate": (0, 1, True, True), "scale": (0, 1, True, False),
+    "shear": (0, 90, True, False), "fliplr": (0, 1, True, True), "warmup_epochs": (0, INF, True, False),
+}
+
+
+def range_text(key):
+    low, high, low_in, high_in = RANGES[key]
+    return f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def check_hyp_value(key, value):
+    """None if `value` is valid for `key`, else the reason (e.g. "must be in (0, 1], got 5.0")."""
+    low, high, low_in, high_in = RANGES[key]
+    ok = value == value and (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
+    return None if ok else f"must be in {range_text(key)}, got {value!r}"
+
 
 def load_hyp(path=None):
     """A fresh hyperparameter dict: DEFAULT_HYP, with the values of the YAML file at `path` (if any) on top.
@@ -56,5 +83,8 @@ def load_hyp(path=None):
     for key, value in overrides.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{path}: hyperparameter {key!r} must be a number, got {value!r}")
+        problem = check_hyp_value(key, float(value))
+        if problem:
+            raise ValueError(f"{path}: hyperparameter {key!r} {problem}")
         hyp[key] = float(value)
     return hyp

@@ -3,7 +3,8 @@
 The 2019-2020 Ultralytics recipe: SGD (nesterov) or Adam with weight decay on conv weights only, linear
 warmup then a cosine schedule, gradient accumulation to a nominal batch of 64 images, AMP on CUDA, an EMA of
 the weights (what is evaluated and kept as best.pt), torchrun DDP, atomic last.pt/best.pt every epoch and
-`--resume` that continues exactly where a run stopped. Each run writes to runs/train/exp{,2,3...}:
+`--resume` that continues exactly where a run stopped, `--weights` to start from a .pt or Darknet .weights
+file (yolo.weights). Each run writes to runs/train/exp{,2,3...}:
 results.csv, results.png, opt.yaml, hyp.yaml, weights/{last,best}.pt and pictures of labels and predictions.
 
 Programmatic use (one call per experiment): `yolo.train.run(cfg="yolov3-tiny", activation="swish",
@@ -20,13 +21,13 @@ from swishkernels import fuse_bn_swish, recompute_bn_swish
 
 from yolo.train_args import PROG, OptionError, parse_explicit, resolve_options
 from yolo.utils import distributed as ddp
-from yolo.utils.checkpoint import save_checkpoint
+from yolo.utils.checkpoint import remove_stale_temporaries, save_checkpoint
 from yolo.utils.ema import ModelEMA
 from yolo.utils.optim import (build_optimizer, default_accumulate, scaled_weight_decay,
                               set_learning_rates, warmup_iterations)
 from yolo.utils.plots import draw_mosaic, plot_results, targets_to_boxes
 from yolo.utils.results import ResultsWriter, fitness, make_row
-from yolo.utils.run_dir import increment_path
+from yolo.utils.run_dir import claim_run_dir
 from yolo.utils.torch_utils import DeviceError, PeakMemory, derive_seed, init_seeds, select_device
 
 PLOT_CONF = 0.25  # confidence threshold for the predictions drawn on val images
@@ -119,10 +120,14 @@ class Trainer:
 
         opt, info = self.opt, self.info
         init_seeds(opt.seed, opt.deterministic)  # same initial weights in every process and every resume
+        from yolo.cfg_parser import CfgError
+
         try:
             model = Darknet(opt.cfg, num_classes=self.nc, activation=opt.activation)
-        except FileNotFoundError as e:
-            raise OptionError(str(e)) from None
+        except (FileNotFoundError, CfgError) as e:
+            raise OptionError(f"--cfg: {e}") from None
+        if opt.weights and self.ckpt is None:  # a resumed run restores its own weights
+            self.load_initial_weights(model)
         if opt.fuse_bn and not fuse_bn_swish(model, recompute=opt.fuse_bn_recompute):
             raise OptionError(f"--fuse-bn: {opt.cfg} with activation {model.activation_name!r} has no BatchNorm2d "
                               "followed by Swish/SiLU; add --activation swish (or silu)")
@@ -139,6 +144,16 @@ class Trainer:
         self.start_epoch, self.best_fitness = 0, -1.0
         self.saved_epoch = None  # the epoch last.pt holds
 
+    def load_initial_weights(self, model):
+        from yolo.darknet_weights import WeightsError
+        from yolo.weights import load_into
+
+        try:
+            report = load_into(model, self.opt.weights, self.opt.weights_cutoff)
+        except (WeightsError, FileNotFoundError, ValueError) as e:
+            raise OptionError(f"--weights: {e}") from None
+        self.say(f"{PROG}: {report}")
+
     def build_loaders(self, data):
         from yolo.data import create_dataloader
 
@@ -149,8 +164,9 @@ class Trainer:
                 data["train"], batch_size=self.batch_size, augment=True, shuffle=True, rank=info.rank,
                 world_size=info.world_size, seed=opt.seed, **common)
         if self.main:  # only rank 0 evaluates
+            # Decoded in full up front: a truncated val image must fail now, not after the first epoch.
             self.val_loader, self.val_dataset = create_dataloader(
-                data["val"], batch_size=opt.batch_size, augment=False, shuffle=False, **common)
+                data["val"], batch_size=opt.batch_size, augment=False, shuffle=False, decode=True, **common)
 
     def restore(self, ckpt):
         """Load everything a checkpoint holds, so the next epoch is the one an uninterrupted run would do."""
@@ -169,11 +185,14 @@ class Trainer:
         opt = self.opt
         if self.ckpt is not None:
             self.save_dir = Path(opt.resume).parent.parent  # <run>/weights/last.pt
-        else:
-            self.save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+        else:  # chosen and created in one step, so two runs starting together cannot share it
+            self.save_dir = claim_run_dir(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
         self.weights_dir = self.save_dir / "weights"
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         self.last, self.best = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
+        for path in (self.last, self.best):  # left by a writer killed during a save
+            for tmp in remove_stale_temporaries(path):
+                self.say(f"{PROG}: removed {tmp}, left by an interrupted checkpoint write")
         with open(self.save_dir / "opt.yaml", "w") as f:
             yaml.safe_dump(vars(opt), f, sort_keys=False)
         with open(self.save_dir / "hyp.yaml", "w") as f:

@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from yolo.utils.checkpoint import latest_checkpoint, load_checkpoint
+from yolo.utils.checkpoint import check_resumable, load_checkpoint, resumable_checkpoints
 
 PROG = "python -m yolo.train"
 MAX_STRIDE = 32  # image sizes must be a multiple of the coarsest YOLO head's stride
@@ -19,6 +19,8 @@ DEFAULTS = {
     "data": "shapes",  # built-in generated dataset, or a data YAML
     "cfg": "yolov3-tiny",  # bundled cfg name or a .cfg path
     "hyp": None,  # hyperparameter YAML overriding yolo.hyp.DEFAULT_HYP
+    "weights": None,  # initial weights: a .pt (trainer checkpoint or state_dict) or Darknet .weights
+    "weights_cutoff": None,  # Darknet .weights: load layers < N only (default: N from a '*.conv.N' name)
     "activation": None,  # overrides the cfg's activation (see yolo.activations.ACTIVATIONS)
     "fuse_bn": False,  # BatchNorm2d + Swish/SiLU -> swishkernels.BatchNormSwish2d (saves only the block input)
     "fuse_bn_recompute": False,  # and the next layer recomputes the block output instead of keeping it
@@ -55,7 +57,7 @@ class OptionError(ValueError):
     """A bad option value; the CLI prints the message on one line and exits with status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block, exit status 2 (argparse's convention)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -63,12 +65,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     """The CLI parser. Defaults are suppressed so the result holds only what the user typed; the table above
     fills in the rest (and resume needs to know what was typed)."""
-    p = _Parser(prog=PROG, description="Train a Darknet YOLOv3 model.", argument_default=argparse.SUPPRESS)
+    p = OneLineParser(prog=PROG, description="Train a Darknet YOLOv3 model.", argument_default=argparse.SUPPRESS)
     D = DEFAULTS
     p.add_argument("--data", help="'shapes' (generated; 'shapes:n_train=..,n_val=..,img_size=..') or a data YAML "
                    f"[{D['data']}]")
     p.add_argument("--cfg", help=f"bundled cfg name (yolov3, yolov3-tiny, yolov3-spp) or a .cfg path [{D['cfg']}]")
     p.add_argument("--hyp", help="hyperparameter YAML (keys of yolo.hyp.DEFAULT_HYP)")
+    p.add_argument("--weights", help="start from these weights: a .pt (last.pt, best.pt or a state_dict) or a "
+                   "Darknet .weights file (e.g. darknet53.conv.74); heads are re-initialized when the class count "
+                   "differs")
+    p.add_argument("--weights-cutoff", type=int, help="Darknet .weights: load only layers < N [N of a *.conv.N name]")
     p.add_argument("--activation", help="override the cfg's activation: leaky, swish, swish-me, silu, mish, prelu, ...")
     p.add_argument("--fuse-bn", action="store_true",
                    help="fuse each BatchNorm2d + Swish/SiLU into swishkernels.BatchNormSwish2d (with --activation "
@@ -117,6 +123,10 @@ def merge_options(explicit):
 
 def check_basic(opt):
     """Cheap value checks, made before any data is read or model built (so errors come fast)."""
+    if opt.weights_cutoff is not None and (not isinstance(opt.weights_cutoff, int) or opt.weights_cutoff < 1):
+        raise OptionError(f"--weights-cutoff must be an integer >= 1, got {opt.weights_cutoff!r}")
+    if opt.weights is not None and not opt.resume and not Path(str(opt.weights)).is_file():
+        raise OptionError(f"--weights: file not found: {opt.weights}")
     for key, low in (("epochs", 1), ("batch_size", 1), ("img_size", 32), ("workers", 0), ("eval_interval", 1)):
         value = getattr(opt, key)
         if not isinstance(value, int) or value < low:
@@ -149,12 +159,10 @@ def resolve_options(explicit):
     if explicit.get("resume"):
         path = explicit["resume"]
         if path is True:
-            project = explicit.get("project", DEFAULTS["project"])
-            path = latest_checkpoint(project)
-            if path is None:
-                raise OptionError(f"--resume: no last.pt found under {project!r}; give the checkpoint path")
+            path = pick_resume(explicit.get("project", DEFAULTS["project"]))
         try:
             ckpt = load_checkpoint(path)
+            check_resumable(ckpt, path)
         except (FileNotFoundError, ValueError) as e:
             raise OptionError(f"--resume: {e}") from None
         saved = dict(ckpt["opt"])
@@ -177,7 +185,7 @@ def resolve_options(explicit):
         warn(f"--img-size {opt.img_size} is not a multiple of {MAX_STRIDE}; using {size}")
         opt.img_size = size
     # Paths the run depends on are stored absolute, so --resume works from any directory.
-    for key in ("hyp", "cache_dir", "project"):
+    for key in ("hyp", "cache_dir", "project", "weights"):
         if getattr(opt, key):
             setattr(opt, key, str(Path(getattr(opt, key)).expanduser().resolve()))
     if Path(str(opt.cfg)).suffix == ".cfg":
@@ -185,6 +193,22 @@ def resolve_options(explicit):
     if not str(opt.data).startswith("shapes") and Path(str(opt.data)).suffix in (".yaml", ".yml"):
         opt.data = str(Path(opt.data).expanduser().resolve())
     return opt, ckpt
+
+
+def pick_resume(project):
+    """The checkpoint a bare --resume continues: the one unfinished run under `project`, said aloud; with
+    none or several, an OptionError asking for the path (never a silent pick of some other run)."""
+    candidates = resumable_checkpoints(project)
+    if not candidates:
+        raise OptionError(f"--resume: no unfinished run (a last.pt with epochs left) under {project!r}; "
+                          "give the checkpoint path")
+    if len(candidates) > 1:
+        listed = ", ".join(f"{p} ({done}/{planned} epochs)" for p, done, planned in candidates[:5])
+        raise OptionError(f"--resume: {len(candidates)} unfinished runs under {project!r}: {listed}; "
+                          "give the path of the one to continue")
+    path, done, planned = candidates[0]
+    warn(f"--resume: continuing {path} ({done} of {planned} epochs done), the only unfinished run under {project}")
+    return path
 
 
 def warn(message):

@@ -495,9 +495,10 @@ def test_truncated_image_fails_at_load_naming_it(tmp_path):
         ds[bad[0]]
 
 
-def test_skip_bad_drops_each_kind_with_one_warning(tmp_path):
+def test_skip_bad_drops_bad_samples_and_only_the_bad_lines_with_one_warning(tmp_path):
     good = [write_yolo_sample(tmp_path, name) for name in ("g1", "g2")]
-    write_yolo_sample(tmp_path, "cls", lines=["9 0.5 0.5 0.1 0.1"])
+    # One bad line beside a good one: only that line goes, the image and its good box stay.
+    mixed = write_yolo_sample(tmp_path, "mixed", lines=["9 0.5 0.5 0.1 0.1", yolo_line(RECTS[0][0], 0)])
     write_yolo_sample(tmp_path, "out", lines=["0 -0.2 0.5 0.2 0.2"])
     (tmp_path / "images" / "junk.jpg").write_bytes(b"junk")
     truncated_jpeg(tmp_path / "images" / "trunc.jpg")
@@ -506,6 +507,63 @@ def test_skip_bad_drops_each_kind_with_one_warning(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = create_dataset(str(tmp_path / "list.txt"), ["a", "b"], 64, augment=False, hyp=None, skip_bad=True)
-    assert sorted(s.path for s in ds.samples) == sorted(map(str, good))
-    assert len(caught) == 1 and "skipped 5 bad sample(s) of 7" in str(caught[0].message)
-    assert {img["file_name"] for img in ds.coco_gt()["images"]} == set(map(str, good))
+    kept = sorted(map(str, good + [mixed, tmp_path / "images" / "out.png"]))
+    assert sorted(s.path for s in ds.samples) == kept
+    by_path = {s.path: s for s in ds.samples}
+    assert by_path[str(mixed)].classes.tolist() == [0] and len(by_path[str(tmp_path / "images" / "out.png")].boxes) == 0
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "skipped 3 bad sample(s) of 7" in message and "skipped 2 bad label line(s)" in message
+    assert "mixed.txt: line 1" in message
+    assert {img["file_name"] for img in ds.coco_gt()["images"]} == set(kept)
+
+
+# ---- defects found by trying it as a new user (issue 13) -------------------------------------------------------
+
+def test_zero_area_yolo_box_is_dropped_with_a_warning_naming_file_and_line(tmp_path):
+    write_yolo_sample(tmp_path, "s", lines=[yolo_line(RECTS[0][0], 0), "1 0.5 0.5 0.0 0.2"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = create_dataset(str(tmp_path / "images"), ["a", "b"], 64, augment=False, hyp=None)
+    assert ds.samples[0].classes.tolist() == [0]
+    assert [a["category_id"] for a in ds.coco_gt()["annotations"]] == [1]   # class 0 -> category id 1
+    assert len(caught) == 1 and "labels/s.txt: line 2" in str(caught[0].message)
+    assert "zero area" in str(caught[0].message)
+
+
+def test_zero_area_coco_box_is_neither_target_nor_ground_truth(tmp_path):
+    split = write_coco(tmp_path, [(1, "a")], [{"category_id": 1, "bbox": [30, 20, 40, 40]},
+                                              {"category_id": 1, "bbox": [90, 40, 0, 40]}])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = create_dataset(split, ["a"], 64, augment=False, hyp=None)
+    assert len(ds[0][1]) == 1
+    assert [a["id"] for a in ds.coco_gt()["annotations"]] == [1]
+    assert len(caught) == 1 and "instances.json: annotation 2 (image a.png)" in str(caught[0].message)
+
+
+def test_zero_byte_image_is_called_empty(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.jpg: empty image file \(0 bytes\)"):
+        create_dataset(str(tmp_path / "images"), ["a"], 64, augment=False, hyp=None)
+
+
+def test_fractional_class_id_is_not_called_out_of_range(tmp_path):
+    write_yolo_sample(tmp_path, "s", lines=["1.5 0.5 0.5 0.1 0.1"])
+    with pytest.raises(DataError, match=r"line 1: class id 1\.5 is not an integer"):
+        create_dataset(str(tmp_path / "images"), ["a", "b", "c"], 64, augment=False, hyp=None)
+
+
+def test_box_outside_error_quotes_the_values_as_written(tmp_path):
+    write_yolo_sample(tmp_path, "s", lines=["0 0.95 0.5 0.3 0.2"])
+    with pytest.raises(DataError) as e:
+        create_dataset(str(tmp_path / "images"), ["a"], 64, augment=False, hyp=None)
+    assert "'xc yc w h' = 0.95 0.5 0.3 0.2" in str(e.value) and "x 0.8..1.1" in str(e.value)
+
+
+def test_decode_finds_a_truncated_image_up_front(tmp_path):
+    write_yolo_sample(tmp_path, "good")
+    truncated_jpeg(tmp_path / "images" / "trunc.jpg")
+    with pytest.raises(DataError, match=r"trunc\.jpg"):
+        create_dataset(str(tmp_path / "images"), ["a", "b"], 64, augment=False, hyp=None, decode=True)

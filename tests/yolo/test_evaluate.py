@@ -143,3 +143,40 @@ def test_score_with_no_results_or_no_ground_truth():
     empty = dict(one_class_gt(2), annotations=[])
     assert score_detections(empty, [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.9}]) \
         ["mAP_0.5:0.95"] == 0.0
+
+
+def test_zero_width_coco_box_does_not_lower_a_perfect_score(tmp_path):
+    """Issue 13: a zero-width box was no training target but stayed in the ground truth, so perfect
+    detections scored mAP@0.5 0.969. One ground truth now, and a warning names the annotation."""
+    import warnings
+
+    root = tmp_path
+    (root / "images").mkdir()
+    images, annotations = [], []
+    for i, (w, h, boxes) in enumerate(IMAGES):
+        Image.fromarray(np.full((h, w, 3), 60, np.uint8)).save(root / "images" / f"{i}.png")
+        images.append({"id": 100 + i, "file_name": f"{i}.png", "width": w, "height": h})
+        for x1, y1, x2, y2, cid in boxes:
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": cid,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    annotations.append({"id": 99, "image_id": 100, "category_id": 5, "bbox": [10, 10, 0, 30], "area": 0,
+                        "iscrowd": 0})
+    (root / "instances.json").write_text(json.dumps({
+        "images": images, "annotations": annotations,
+        "categories": [{"id": cid, "name": n} for cid, n in zip(CATEGORY_IDS, NAMES)]}))
+    split = {"images": str(root / "images"), "annotations": str(root / "instances.json")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loader, ds = create_dataloader(split, NAMES, 96, 3, augment=False, hyp=None)
+    assert any("annotation 99 (image 0.png)" in str(w.message) for w in caught)
+    m = evaluate(FakeDetector(loader, len(NAMES)), loader, ds)
+    assert m["mAP_0.5"] == pytest.approx(1.0) and m["recall"] == pytest.approx(1.0)
+
+
+def test_per_class_ap_are_the_terms_of_the_mean(split):
+    loader, ds = create_dataloader(split, NAMES, 96, 2, augment=False, hyp=None)
+    m = evaluate(FakeDetector(loader, len(NAMES), shrink=0.575 ** 0.5), loader, ds)
+    assert sorted(m["per_class"]) == sorted(CATEGORY_IDS)
+    assert [ap50 for ap50, _ in m["per_class"].values()] == pytest.approx([1.0] * 3)
+    assert [ap for _, ap in m["per_class"].values()] == pytest.approx([0.2] * 3)
+    assert np.mean([ap for _, ap in m["per_class"].values()]) == pytest.approx(m["mAP_0.5:0.95"])

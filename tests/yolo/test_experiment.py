@@ -5,6 +5,7 @@ import csv
 import io
 import math
 
+import numpy as np
 import pytest
 
 from yolo import experiment
@@ -96,3 +97,73 @@ def test_unknown_activation_is_an_error(capsys):
     with pytest.raises(SystemExit) as e:
         experiment.parse_args(["--activations", "leaky,swishh"])
     assert e.value.code == 2 and "swishh" in capsys.readouterr().err
+
+
+# ---- issue 13: rows resume mid-row, bad input is a one-line exit 2, --skip-bad ----------------------------------
+
+ONE_ROW = ["--data", "shapes:n_train=8,n_val=4,img_size=64", "--img-size", "64", "--batch-size", "4",
+           "--activations", "leaky", "--device", "cpu", "--workers", "0"]
+
+
+def test_an_interrupted_row_continues_from_its_last_epoch(tmp_path, monkeypatch, capsys):
+    argv = ONE_ROW + ["--epochs", "2", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    seen = []
+    real = experiment.Progress.on_train_batch_end
+
+    def watch(self, epoch, batch, loss_items):
+        seen.append(epoch)
+        if epoch == 1 and not getattr(watch, "fired", False):  # the "kill" in the middle of the second epoch
+            watch.fired = True
+            raise KeyboardInterrupt
+        real(self, epoch, batch, loss_items)
+
+    monkeypatch.setattr(experiment.Progress, "on_train_batch_end", watch)
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = experiment.main(argv)
+        except KeyboardInterrupt:
+            pytest.fail("the interrupt escaped experiment.main")  # (and would end this pytest session)
+    assert status == 130
+    assert "run the same command again" in capsys.readouterr().err
+    del seen[:]
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert experiment.main(argv) == 0
+    assert set(seen) == {1}  # epoch 0 was not trained again
+    assert "resuming" in buffer.getvalue() and "1 of 2 epochs were done" in buffer.getvalue()
+    assert [r["epoch"] for r in experiment.read_curves(tmp_path / "out" / "leaky")] == [0, 1]
+    assert read_summary(tmp_path / "out")[0]["epochs"] == "2"
+
+
+def test_a_corrupt_train_image_exits_2_naming_it_and_skip_bad_trains(tmp_path, capsys):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / split / "labels").mkdir(parents=True)
+        (tmp_path / split / "images").mkdir()
+        for i in range(4):
+            Image.new("RGB", (64, 48), (30 * i, 160, 30)).save(tmp_path / split / "images" / f"{i}.jpg")
+            (tmp_path / split / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "train/images/3.jpg")  # noise: the scan data is most of the file
+    full = (tmp_path / "train/images/3.jpg").read_bytes()
+    (tmp_path / "train/images/3.jpg").write_bytes(full[: len(full) // 2])  # the header check passes it
+    (tmp_path / "data.yaml").write_text("train: train/images\nval: val/images\nnames: [thing]\n")
+    argv = [*ONE_ROW[2:], "--data", str(tmp_path / "data.yaml"), "--epochs", "1", "--out", str(tmp_path / "out")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert experiment.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "train/images/3.jpg" in err and "--skip-bad" in err
+    with contextlib.redirect_stdout(io.StringIO()), pytest.warns(UserWarning, match=r"skipped 1 bad sample"):
+        assert experiment.main(argv + ["--skip-bad"]) == 0
+    assert len(read_summary(tmp_path / "out")) == 1
+
+
+def test_a_malformed_cfg_exits_2_on_one_line(tmp_path, capsys):
+    cfg = tmp_path / "broken.cfg"
+    cfg.write_text("[net]\nchannels=3\n[convolutional]\nfilters\n")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert experiment.main(ONE_ROW + ["--cfg", str(cfg), "--epochs", "1", "--out", str(tmp_path / "out"),
+                                          "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "broken.cfg:4" in err

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -84,7 +85,10 @@ def test_one_epoch_writes_every_result_file(tiny):
 
 def test_resume_continues_exactly(tiny, full_two_epochs):
     part = run(**tiny, name="part")  # 1 epoch
+    stale = Path(part["last"]).with_name(".best.pt.tmp4194304")  # left by a save killed in a run (pid > pid_max)
+    stale.write_bytes(b"")
     resumed = run(resume=part["last"], epochs=2, verbose=False)
+    assert not stale.exists()  # removed when the run resumed
     assert resumed["save_dir"] == part["save_dir"]  # same run folder, continued
     _, rows = read_csv(Path(resumed["save_dir"]) / "results.csv")
     _, full_rows = read_csv(Path(full_two_epochs["save_dir"]) / "results.csv")
@@ -207,3 +211,124 @@ def test_cli_argparse_error_exits_2():
     with pytest.raises(SystemExit) as e:
         main(["--optimizer", "lbfgs"])
     assert e.value.code == 2
+
+
+# ---- issue 13: user errors are one line with exit 2, nothing silently wrong ------------------------------------
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("line, key", [("iou_t: 5", "iou_t"), ("fliplr: 7", "fliplr"), ("scale: 3", "scale"),
+                                       ("lr0: .nan", "lr0"), ("lr0: -0.01", "lr0")])
+def test_hyp_out_of_range_exits_2_naming_file_and_key(tiny, line, key, tmp_path, capsys):
+    hyp = tmp_path / "bad_hyp.yaml"
+    hyp.write_text(line + "\n")
+    tiny_run = ["--data", TINY_DATA, "--img-size", "64", "--epochs", "1", "--cache-dir", tiny["cache_dir"]]
+    assert main(["--hyp", str(hyp), "--project", str(tmp_path), *tiny_run]) == 2  # accepted, it would train
+    err = one_line_error(capsys)
+    assert "bad_hyp.yaml" in err and f"'{key}'" in err and "must be in" in err
+
+
+def test_malformed_cfg_exits_2_with_file_and_line(tiny, tmp_path, capsys):
+    cfg = tmp_path / "broken.cfg"
+    cfg.write_text((REPO / "yolo/cfg/yolov3-tiny.cfg").read_text().replace("[maxpool]", "[maxpool\n", 1))
+    argv = ["--cfg", str(cfg), "--data", TINY_DATA, "--cache-dir", tiny["cache_dir"], "--project", str(tmp_path)]
+    assert main(argv) == 2
+    err = one_line_error(capsys)
+    assert "broken.cfg:" in err and "malformed section header" in err
+
+
+def test_resume_from_best_state_dict_or_empty_file_exits_2(full_two_epochs, tmp_path, capsys):
+    best = Path(full_two_epochs["save_dir"]) / "weights/best.pt"
+    assert main(["--resume", str(best)]) == 2
+    err = one_line_error(capsys)
+    assert str(best) in err and "inference only" in err and "last.pt" in err
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert main(["--resume", str(empty)]) == 2
+    assert "empty.pt: empty file (0 bytes)" in one_line_error(capsys)
+    bare = tmp_path / "bare.pt"
+    torch.save(load_checkpoint(full_two_epochs["last"])["model"], bare)
+    assert main(["--resume", str(bare)]) == 2
+    assert "bare.pt is not a trainer checkpoint" in one_line_error(capsys)
+
+
+def fake_run(project, name, epoch, epochs):
+    path = project / name / "weights" / "last.pt"
+    save_checkpoint({"epoch": epoch, "opt": {"epochs": epochs}}, path)
+    return path
+
+
+def test_bare_resume_names_its_pick_and_asks_when_ambiguous(tmp_path, capsys):
+    from yolo.train_args import pick_resume
+
+    unfinished = fake_run(tmp_path, "a", 0, 3)
+    fake_run(tmp_path, "b", 2, 3)  # finished, and written last: the newest last.pt is not the one to continue
+    assert pick_resume(str(tmp_path)) == unfinished
+    assert f"continuing {unfinished} (1 of 3 epochs done), the only unfinished run" in capsys.readouterr().err
+    other = fake_run(tmp_path, "c", 1, 5)
+    assert main(["--resume", "--project", str(tmp_path)]) == 2
+    err = one_line_error(capsys)
+    assert "2 unfinished runs" in err and str(unfinished) in err and str(other) in err and "give the path" in err
+
+
+def dead_pid():
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_temporary_files_of_a_killed_save_are_removed_by_the_next(tmp_path):
+    path = tmp_path / "last.pt"
+    dead = [tmp_path / f".last.pt.tmp{dead_pid()}", tmp_path / ".last.pt.tmp4194304"]  # above pid_max
+    dead[0].write_bytes(b"")
+    dead[1].write_bytes(b"x" * 1000)
+    alive = tmp_path / f".last.pt.tmp{os.getppid()}"  # a live writer's file is left alone
+    alive.write_bytes(b"being written")
+    other = tmp_path / f".best.pt.tmp{dead_pid()}"  # another checkpoint's: its own next save removes it
+    other.write_bytes(b"")
+    save_checkpoint({"epoch": 3}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "last.pt"])
+    assert load_checkpoint(path)["epoch"] == 3
+
+
+def test_run_folder_is_claimed_when_chosen(tmp_path, monkeypatch):
+    from yolo.utils import run_dir
+
+    real = run_dir.increment_path
+    calls = []
+
+    def racing_increment_path(path, exist_ok=False):
+        chosen = real(path, exist_ok)
+        if not calls:  # another run creates the chosen folder right after we chose it
+            chosen.mkdir(parents=True)
+        calls.append(chosen)
+        return chosen
+
+    monkeypatch.setattr(run_dir, "increment_path", racing_increment_path)
+    assert run_dir.claim_run_dir(tmp_path / "exp") == tmp_path / "exp2"
+    assert (tmp_path / "exp2").is_dir()
+
+
+def test_truncated_val_image_fails_before_the_first_epoch(tiny, tmp_path):
+    from yolo.data import DataError
+
+    ok = Image.new("RGB", (64, 48), (90, 160, 30))
+    for split in ("train", "val"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "labels").mkdir()
+        for i in range(2):
+            ok.save(tmp_path / split / "images" / f"{i}.jpg")
+            (tmp_path / split / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    noise.save(tmp_path / "val/images/trunc.jpg")  # noise: the scan data is most of the file
+    full = (tmp_path / "val/images/trunc.jpg").read_bytes()
+    (tmp_path / "val/images/trunc.jpg").write_bytes(full[: len(full) // 2])  # the header check passes it
+    (tmp_path / "data.yaml").write_text("train: train/images\nval: val/images\nnames: [thing]\n")
+    batches = []
+    with pytest.raises(DataError, match=r"val/images/trunc\.jpg"):
+        run(**{**tiny, "data": str(tmp_path / "data.yaml"), "project": str(tmp_path / "runs")},
+            callbacks={"on_train_batch_end": lambda **kw: batches.append(kw)})
+    assert batches == []

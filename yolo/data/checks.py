@@ -1,5 +1,6 @@
 """Per-sample validation shared by the COCO and YOLO-txt readers: images, boxes, and skipping bad samples."""
 
+import os
 import warnings
 from typing import NamedTuple
 
@@ -51,6 +52,7 @@ def check_image(path, decode=False):
     Without `decode` this reads the header and runs PIL's cheap verify(); `decode` also decodes the
     pixels, which catches truncated files too (used where bad samples must be dropped up front).
     """
+    _check_not_empty(path)
     try:
         with Image.open(path) as im:
             size = im.size
@@ -65,8 +67,19 @@ def check_image(path, decode=False):
     return size[1], size[0]
 
 
+def _check_not_empty(path):
+    """A zero-byte file (an interrupted copy) is named as such, not as an unknown image format."""
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError:
+        return  # missing: Image.open reports it
+    if empty:
+        raise DataError(f"{path}: empty image file (0 bytes)")
+
+
 def load_image(path):
     """The image as an RGB uint8 (h, w, 3) array; DataError naming the file if it cannot be decoded."""
+    _check_not_empty(path)
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
@@ -77,18 +90,39 @@ def load_image(path):
 
 
 class BadSamples:
-    """Raise each bad-sample error, or with skip=True collect them and warn once with the count."""
+    """What a reader found wrong, reported once per source.
+
+    Bad samples (unreadable image, invalid annotation) and bad label lines raise, or with skip=True are
+    collected (a bad line drops only that line's box, the image stays). Boxes of zero area after clipping
+    are never a training target nor ground truth; they are always collected and reported, never silent."""
 
     def __init__(self, skip):
         self.skip = skip
-        self.messages = []
+        self.messages = []   # skipped samples
+        self.lines = []      # skipped label lines (their image kept)
+        self.dropped = []    # zero-area boxes left out of targets and ground truth
 
     def __call__(self, error):
         if not self.skip:
             raise error
         self.messages.append(str(error))
 
+    def line(self, error):
+        if not self.skip:
+            raise error
+        self.lines.append(str(error))
+
+    def drop_box(self, message):
+        self.dropped.append(message)
+
     def warn(self, total, source):
+        parts = []
         if self.messages:
-            warnings.warn(f"{source}: skipped {len(self.messages)} bad sample(s) of {total} "
-                          f"(first: {self.messages[0]})", UserWarning, stacklevel=3)
+            parts.append(f"skipped {len(self.messages)} bad sample(s) of {total} (first: {self.messages[0]})")
+        if self.lines:
+            parts.append(f"skipped {len(self.lines)} bad label line(s), keeping their images (first: {self.lines[0]})")
+        if self.dropped:
+            parts.append(f"dropped {len(self.dropped)} box(es) of zero area from the targets and the ground "
+                         f"truth ({'; '.join(self.dropped[:3])}{'; ...' if len(self.dropped) > 3 else ''})")
+        if parts:
+            warnings.warn(f"{source}: " + "; ".join(parts), UserWarning, stacklevel=3)

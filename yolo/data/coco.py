@@ -65,24 +65,30 @@ def read_coco(images_dir, ann_file, names, bad, decode=False):
     if orphans:
         raise DataError(f"{ann_file}: annotation(s) {orphans[:5]} refer to image ids not in 'images'")
 
-    samples = []
+    samples, dropped = [], set()
     for img in gt["images"]:
         path = Path(images_dir) / str(img.get("file_name", ""))
         try:
-            samples.append(_sample(img, path, by_image.get(img["id"], []), to_index, ann_file, decode))
+            sample, zero_area = _sample(img, path, by_image.get(img["id"], []), to_index, ann_file, decode)
         except DataError as e:
             bad(e)
+            continue
+        samples.append(sample)
+        for ann in zero_area:  # one ground truth: a box that is no training target is no evaluation target
+            dropped.add(id(ann))
+            bad.drop_box(f"{ann_file}: annotation {ann.get('id')} (image {path.name}) bbox {ann.get('bbox')}")
     kept = {s.image_id for s in samples}
     gt = dict(gt, images=[i for i in gt["images"] if i["id"] in kept],
-              annotations=[a for a in gt["annotations"] if a["image_id"] in kept])
+              annotations=[a for a in gt["annotations"] if a["image_id"] in kept and id(a) not in dropped])
     return samples, category_ids, gt
 
 
 def _sample(img, path, anns, to_index, ann_file, decode):
+    """-> (Sample, annotations whose box has zero area once clipped to the image)."""
     h, w = check_image(path, decode=decode)
     if (img.get("height"), img.get("width")) != (h, w):
         raise DataError(f"{path}: image is {w}x{h} but {ann_file} says {img.get('width')}x{img.get('height')}")
-    boxes, classes = [], []
+    boxes, classes, zero_area = [], [], []
     for ann in anns:
         where = f"{ann_file}: annotation {ann.get('id')} (image {path.name})"
         if ann.get("category_id") not in to_index:
@@ -97,8 +103,10 @@ def _sample(img, path, anns, to_index, ann_file, decode):
             box = check_box(x, y, x + bw, y + bh, w, h)
         except ValueError as e:
             raise DataError(f"{where}: {e}") from None
-        if box is not None:
-            boxes.append(box)
-            classes.append(to_index[ann["category_id"]])
+        if box is None:
+            zero_area.append(ann)
+            continue
+        boxes.append(box)
+        classes.append(to_index[ann["category_id"]])
     return Sample(str(path), int(img["id"]), (h, w), np.array(boxes, np.float32).reshape(-1, 4),
-                  np.array(classes, np.int64))
+                  np.array(classes, np.int64)), zero_area

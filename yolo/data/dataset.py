@@ -63,21 +63,24 @@ def _normalized_labels(boxes, classes, w, h):
     return torch.from_numpy(np.stack([np.asarray(classes, np.float32), xc, yc, bw, bh], axis=1))
 
 
-def create_dataset(split, names, img_size, augment, hyp, skip_bad=False, rect=False):
+def create_dataset(split, names, img_size, augment, hyp, skip_bad=False, rect=False, decode=None):
     """A DetectionDataset from a split spec (as from `load_data_config`, or a raw folder/list/COCO dict).
 
     Labels are read and checked and images verified here, so bad input fails before training starts.
-    With `skip_bad` bad samples are dropped (their images fully decoded to catch truncation) with one
-    warning giving the count; otherwise the first one raises a DataError naming the file.
+    With `skip_bad` bad samples (and bad label lines) are dropped with one warning giving the count;
+    otherwise the first one raises a DataError naming the file. `decode` (default: skip_bad) decodes every
+    image in full, which also finds truncated files (the header check does not); the trainer decodes the
+    val split so a bad val image fails before the first epoch, not at its end.
     """
+    decode = skip_bad if decode is None else decode
     spec = normalize_split(split)
     bad = BadSamples(skip_bad)
     if spec["format"] == "coco":
         source = spec["annotations"]
-        samples, category_ids, gt = read_coco(spec["images"], spec["annotations"], names, bad, decode=skip_bad)
+        samples, category_ids, gt = read_coco(spec["images"], spec["annotations"], names, bad, decode=decode)
     else:
         source = ", ".join(spec["sources"])
-        samples, category_ids, gt = read_yolo(spec["sources"], names, bad, decode=skip_bad)
+        samples, category_ids, gt = read_yolo(spec["sources"], names, bad, decode=decode)
     bad.warn(len(samples) + len(bad.messages), source)
     if not samples:
         raise DataError(f"{source}: no usable images")

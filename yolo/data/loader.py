@@ -40,10 +40,10 @@ def seed_worker(worker_id):
 
 
 def create_dataloader(split, names, img_size, batch_size, augment, hyp, workers=0, shuffle=False,
-                      rank=-1, world_size=1, seed=0, skip_bad=False):
+                      rank=-1, world_size=1, seed=0, skip_bad=False, decode=None):
     """-> (loader, dataset). With world_size > 1 a DistributedSampler(rank, world_size, shuffle, seed)
     splits the data; call `loader.sampler.set_epoch(epoch)` each epoch to reshuffle it."""
-    dataset = create_dataset(split, names, img_size, augment, hyp, skip_bad=skip_bad)
+    dataset = create_dataset(split, names, img_size, augment, hyp, skip_bad=skip_bad, decode=decode)
     sampler = None
     if world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=max(rank, 0), shuffle=shuffle, seed=seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import IMAGE_SUFFIXES, Sample, check_box, check_image
+from .checks import IMAGE_SUFFIXES, Sample, box_tolerance, check_box, check_image
 from .errors import DataError, MissingDataError
 
 
@@ -50,8 +50,11 @@ def label_path(image_path):
     return os.path.splitext(stem)[0] + ".txt"
 
 
-def read_labels(path, nc, w, h):
-    """(boxes (n, 4) x1 y1 x2 y2 pixels, classes (n,)) from one label file; DataError naming file and line."""
+def read_labels(path, nc, w, h, bad=None):
+    """(boxes (n, 4) x1 y1 x2 y2 pixels, classes (n,)) from one label file; DataError naming file and line.
+
+    `bad` (a checks.BadSamples) decides about an invalid line (raise, or drop only that line) and hears of
+    boxes of zero area, which are left out; without it an invalid line raises and such boxes drop silently."""
     boxes, classes = [], []
     if not os.path.isfile(path):
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
@@ -62,24 +65,50 @@ def read_labels(path, nc, w, h):
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        where = f"{path}: line {n}"
         try:
-            values = [float(v) for v in line.split()]
-        except ValueError:
-            raise DataError(f"{where}: expected numbers 'cls xc yc w h', got {line.strip()!r}") from None
-        if len(values) != 5:
-            raise DataError(f"{where}: expected 5 values 'cls xc yc w h', got {len(values)}")
-        cls, xc, yc, bw, bh = values
-        if cls != int(cls) or not 0 <= cls < nc:
-            raise DataError(f"{where}: class id {line.split()[0]} out of range [0, {nc - 1}]")
-        try:
-            box = check_box((xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h, w, h)
-        except ValueError as e:
-            raise DataError(f"{where}: {e}") from None
-        if box is not None:
-            boxes.append(box)
-            classes.append(int(cls))
+            box, cls = _parse_line(line, f"{path}: line {n}", nc, w, h)
+        except DataError as e:
+            if bad is None:
+                raise
+            bad.line(e)
+            continue
+        if box is None:
+            if bad is not None:
+                bad.drop_box(f"{path}: line {n} {line.strip()!r}")
+            continue
+        boxes.append(box)
+        classes.append(cls)
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)
+
+
+def _parse_line(line, where, nc, w, h):
+    """One 'cls xc yc w h' line -> (pixel box clipped to the image, or None if of zero area; class index).
+    Errors quote the values as written in the file (normalized), not converted to pixels."""
+    fields = line.split()
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        raise DataError(f"{where}: expected numbers 'cls xc yc w h', got {line.strip()!r}") from None
+    if len(values) != 5:
+        raise DataError(f"{where}: expected 5 values 'cls xc yc w h', got {len(values)}")
+    cls, xc, yc, bw, bh = values
+    if not np.isfinite(cls) or cls != int(cls):
+        raise DataError(f"{where}: class id {fields[0]} is not an integer")
+    if not 0 <= cls < nc:
+        raise DataError(f"{where}: class id {fields[0]} out of range [0, {nc - 1}]")
+    written = f"'xc yc w h' = {' '.join(fields[1:])}"
+    if not all(np.isfinite(v) for v in (xc, yc, bw, bh)):
+        raise DataError(f"{where}: {written} is not finite")
+    if bw < 0 or bh < 0:
+        raise DataError(f"{where}: {written} has a negative width or height")
+    x1, y1, x2, y2 = xc - bw / 2, yc - bh / 2, xc + bw / 2, yc + bh / 2
+    try:
+        box = check_box(x1 * w, y1 * h, x2 * w, y2 * h, w, h)
+    except ValueError:
+        tol = box_tolerance(w, h)
+        raise DataError(f"{where}: {written} spans x {x1:.4g}..{x2:.4g}, y {y1:.4g}..{y2:.4g}, outside [0, 1] "
+                        f"by more than {tol:.0f} px of the {w}x{h} image") from None
+    return box, int(cls)
 
 
 def read_yolo(sources, names, bad, decode=False):
@@ -88,7 +117,7 @@ def read_yolo(sources, names, bad, decode=False):
     for i, path in enumerate(image_files(sources)):
         try:
             h, w = check_image(path, decode=decode)
-            boxes, classes = read_labels(label_path(path), len(names), w, h)
+            boxes, classes = read_labels(label_path(path), len(names), w, h, bad)
             samples.append(Sample(path, i + 1, (h, w), boxes, classes))
         except DataError as e:
             bad(e)

@@ -40,6 +40,8 @@ class BatchNormSwishFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output, _grad_scale, _grad_shift):
+        if grad_output is None:  # y's gradient undefined (zero): so are the inputs'
+            return (None,) * 10
         x, mean, invstd, weight, bias = ctx.saved_tensors
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_output = _layout.like(grad_output, x)

@@ -398,7 +398,7 @@ def _analyse(build, sass: Sass, resources, elements, reads, writes):
                         and build.store_bits_128 >= build.store_bits_expected)
 
 
-def _padding(kernel, case, args, kwargs):
+def _padding(kernel, case, kwargs):
     """Lanes per useful element of a BatchNorm tile (rows and columns rounded up to whole blocks)."""
     if case not in BN_SHAPES or "BLOCK_K" not in kwargs:
         return 1.0
@@ -421,7 +421,7 @@ def triton_builds(group, dtype, arch, case):
         cubin, symbol, warps, shared = compile_record(record, arch)
         sass, resources = disassemble(cubin)
         build = Build(name, "triton", dtype, arch, case, family, warps=warps, shared=shared)
-        build.padding = _padding(name, case, record[2], kwargs)
+        build.padding = _padding(name, case, kwargs)
         elements = 0 if family == "finish" else elements_per_thread(kwargs)
         _analyse(build, sass[symbol], resources.get(symbol, {}), elements, reads, writes)
         builds.append(build)

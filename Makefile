@@ -6,7 +6,7 @@ STAMP := $(VENV)/.swishkernels-installed
 # Rebuild the extension when its sources or the build description change.
 EXT_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>/dev/null)
 
-.PHONY: test test-gpu bench experiment check-cuda gpu-check venv clean
+.PHONY: test test-gpu bench experiment check-cuda check-gpu-code-full roofline gpu-check venv clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,16 @@ experiment: $(STAMP)
 
 check-cuda: $(STAMP)
 	bash tools/check_cuda.sh
+
+# The whole matrix of GPU builds (every kernel x dtype x sm_80/sm_90 x case; a few minutes on 2 cores).
+# `make test` compiles a representative set of it (tests/test_gpu_code.py).
+check-gpu-code-full: $(STAMP)
+	env -u TRITON_INTERPRET $(PY) -m tools.gpu_code --set full
+
+# The paper roofline table (compiled, not run), committed under benchmarks/results/static/.
+roofline: $(STAMP)
+	env -u TRITON_INTERPRET $(PY) -m tools.gpu_code --set full --json benchmarks/results/static/gpu_code.json \
+		--table benchmarks/results/static/roofline.md
 
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py

@@ -13,6 +13,12 @@ Steps, each timed and isolated (a failing step is recorded, the next one runs):
   memory     saved-for-backward MB and peak step memory, Conv-BN-Act stack and yolov3 (benchmarks/memory.py)
   training   yolov3 at batch 64 / 320 px on random data with the trainer's AMP and SGD: ms per iteration and
              peak memory for leaky, our swish (each GPU backend), swish-me, silu and naive swish
+  graph      a fused Conv-BatchNormSwish2d training step (forward, backward, SGD) captured in one CUDA graph
+             after an eager step run under torch.cuda.set_sync_debug_mode("error") (no host syncs in our
+             ops); replay vs eager ms per step, and whether replay gives the eager step's numbers. Dry run:
+             the eager step only (graphs need CUDA)
+  ncu        where Nsight Compute's `ncu` is on PATH: achieved DRAM throughput (% of peak, GB/s) of our Triton
+             Swish forward and fused BatchNorm+Swish forward on 256 MiB tensors; else recorded as absent
 Results: gpu_check.json (machine, every step's status, seconds and data) and gpu_check.md, rewritten after
 every step so a run cut short still leaves what it measured. Imports only torch, triton, numpy, pytest,
 matplotlib and this checkout (no pycocotools, no yaml needed), and swishkernels only after the build step.
@@ -38,7 +44,8 @@ import machine  # noqa: E402
 
 # (step, seconds it is planned to take). Time a step leaves unused flows to the later ones; a step never
 # starts with less than its later steps' plans would need, so the whole stays within --budget.
-PLAN = (("env", 10), ("build", 120), ("pytest_gpu", 50), ("kernels", 60), ("memory", 25), ("training", 35))
+PLAN = (("env", 10), ("build", 120), ("pytest_gpu", 45), ("kernels", 50), ("memory", 20), ("training", 30),
+        ("graph", 10), ("ncu", 15))
 TRAIN_PEERS = ("swish-me", "silu", "swish-naive")  # compared with leaky and our swish in the training step
 
 
@@ -259,8 +266,127 @@ def format_training(rows, s):
     return "\n".join(lines)
 
 
+def _fused_stack(backend, device, channels=64, blocks=4):
+    import torch.nn as nn
+
+    import swishkernels as sk
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, channels, 3, padding=1, bias=False)]
+    for _ in range(blocks):
+        layers += [sk.BatchNormSwish2d(channels, backend=backend),
+                   nn.Conv2d(channels, channels, 3, padding=1, bias=False)]
+    return nn.Sequential(*layers).to(device)
+
+
+def step_graph(s, seconds):
+    """One fused training step captured in a CUDA graph (PyTorch's whole-network capture recipe)."""
+    import swishkernels as sk
+    dev = torch.device(s.device)
+    backend = "triton" if dev.type == "cuda" else sk.available_backends("cpu")[-1]
+    model = _fused_stack(backend, dev)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    size = (2, 3, 16, 16) if s.dry_run else (32, 3, 104, 104)
+    static_x = torch.randn(size, device=dev)
+
+    def step():
+        loss = model(static_x).square().mean()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    if dev.type != "cuda":
+        optimizer.zero_grad(set_to_none=True)
+        return {"backend": backend, "captured": False, "eager_loss": float(step()),
+                "note": "CUDA graphs need a GPU: the eager step ran"}
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up on a side stream: Triton compiles, optimizer state is made
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.set_sync_debug_mode("error")  # any host sync in the step raises
+    try:
+        optimizer.zero_grad(set_to_none=True)
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_state = [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+                 for st in optimizer.state.values()]
+    optimizer.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step()
+    # Replay from the same starting point as an eager step and compare.
+    model.load_state_dict(state)
+    for st, saved in zip(optimizer.state.values(), opt_state):
+        for k, v in saved.items():
+            if torch.is_tensor(v):
+                st[k].copy_(v)
+    graph.replay()
+    torch.cuda.synchronize()
+    replayed = {k: v.clone() for k, v in model.state_dict().items()}
+    replay_loss = float(static_loss)
+    model.load_state_dict(state)
+    for st, saved in zip(optimizer.state.values(), opt_state):
+        for k, v in saved.items():
+            if torch.is_tensor(v):
+                st[k].copy_(v)
+    for p in model.parameters():
+        p.grad = None
+    eager_loss = float(step())
+    eager = model.state_dict()
+    max_diff = max(float((replayed[k].double() - eager[k].double()).abs().max()) for k in eager)
+
+    def ms(fn, n=20):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        return 1e3 * (time.perf_counter() - t0) / n
+
+    def eager_step():
+        optimizer.zero_grad(set_to_none=True)
+        step()
+
+    return {"backend": backend, "captured": True, "no_host_syncs": True, "input": list(size),
+            "replay_loss": replay_loss, "eager_loss": eager_loss, "max_abs_state_diff": max_diff,
+            "replay_ms": ms(graph.replay), "eager_ms": ms(eager_step)}
+
+
+NCU_SCRIPT = """
+import torch, swishkernels as sk
+x = torch.randn(64 * 2**20, device="cuda")  # 256 MiB
+sk.swish(x, backend="triton")
+bn = sk.BatchNormSwish2d(64, backend="triton").cuda().eval()
+bn(torch.randn(64, 64, 128, 128, device="cuda"))
+torch.cuda.synchronize()
+"""
+NCU_METRICS = "dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes.sum.per_second,gpu__time_duration.sum"
+
+
+def step_ncu(s, seconds):
+    import shutil
+    ncu = shutil.which("ncu")
+    if ncu is None or s.dry_run:
+        return {"available": False, "note": "ncu not on PATH" if ncu is None else "dry run"}
+    rc, out = _run([ncu, "--csv", "--metrics", NCU_METRICS, "--kernel-name",
+                    "regex:^(swish_forward_kernel|bn_swish_forward_kernel)$", sys.executable, "-c", NCU_SCRIPT],
+                   seconds)
+    rows = []
+    for line in out.splitlines():
+        cells = [c.strip('"') for c in line.split('","')]
+        if len(cells) > 3 and cells[-3] in NCU_METRICS.split(","):
+            rows.append({"kernel": next((c for c in cells if c.endswith("_kernel")), cells[4]),
+                         "metric": cells[-3], "unit": cells[-2], "value": cells[-1]})
+    return {"available": True, "returncode": rc, "rows": rows, "output_tail": out[-1500:]}
+
+
 STEPS = {"env": step_env, "build": step_build, "pytest_gpu": step_pytest, "kernels": step_kernels,
-         "memory": step_memory, "training": step_training}
+         "memory": step_memory, "training": step_training, "graph": step_graph, "ncu": step_ncu}
 
 
 # ---- running and reporting ----------------------------------------------------------------------------------

@@ -15,65 +15,40 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from . import _layout, bn_ops, transforms
 
 
-def _scale_shift(mean, invstd, weight, bias):
-    """BatchNorm's normalise-then-affine as one per-channel multiply-add: z = x * scale + shift."""
-    scale = invstd if weight is None else weight.to(invstd.dtype) * invstd
-    shift = -mean * scale if bias is None else bias.to(invstd.dtype) - mean * scale
-    return scale, shift
-
-
 class BatchNormSwishFunction(torch.autograd.Function):
+    """average_factor: the running statistics' update factor, None for a cumulative average (1 / counter after
+    its increment); counter (num_batches_tracked, optional) is incremented with the running statistics.
+    The per-channel work is the op set's finish_stats/finish_backward: in kernels on the Triton backend."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, use_batch_stats, average_factor, eps, ops):
+    def forward(ctx, x, weight, bias, running_mean, running_var, use_batch_stats, average_factor, eps, ops,
+                counter=None):
         x = _layout.dense(x)
-        acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        channels = x.size(1)
-        positions = x.numel() // channels
-        if use_batch_stats:
-            shift = x.select(0, 0).reshape(channels, -1)[:, 0].to(acc_dtype)  # one sample per channel
-            total, total_sq = ops.stats(x, shift)
-            mean_shifted = total / positions
-            mean = shift + mean_shifted
-            var = (total_sq / positions - mean_shifted.square()).clamp_min(0)
-            if running_mean is not None:
-                with torch.no_grad():
-                    unbiased = var * (positions / max(positions - 1, 1))
-                    running_mean.lerp_(mean.to(running_mean.dtype), average_factor)
-                    running_var.lerp_(unbiased.to(running_var.dtype), average_factor)
-        else:
-            mean, var = running_mean.to(acc_dtype), running_var.to(acc_dtype)
-        invstd = torch.rsqrt(var + eps)
-        scale, shift = _scale_shift(mean, invstd, weight, bias)
+        mean, invstd, scale, shift = ops.finish_stats(x, weight, bias, running_mean, running_var, counter,
+                                                      average_factor, eps, use_batch_stats)
         y = ops.forward(x, scale, shift)
-        # Parameters are saved by reference (no copy); scale and shift are recomputed in backward.
+        # Per-channel statistics only, besides x; parameters by reference (no copy). z = x * scale + shift is
+        # recomputed in backward (scale and shift in its kernels on the Triton backend).
         ctx.save_for_backward(x, mean, invstd, weight, bias)
-        ctx.ops, ctx.use_batch_stats, ctx.positions = ops, use_batch_stats, positions
+        ctx.ops, ctx.use_batch_stats = ops, use_batch_stats
         ctx.param_dtype = None if weight is None else weight.dtype
+        ctx.mark_non_differentiable(scale, shift)
+        ctx.set_materialize_grads(False)  # no zeros made for scale's and shift's (absent) gradients
         return y, scale, shift
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output, _grad_scale, _grad_shift):
+        if grad_output is None:  # y's gradient undefined (zero): so are the inputs'
+            return (None,) * 10
         x, mean, invstd, weight, bias = ctx.saved_tensors
-        scale, shift = _scale_shift(mean, invstd, weight, bias)
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_output = _layout.like(grad_output, x)
-        grad_x = grad_weight = grad_bias = None
-        sum_dz = sum_dz_xmu = None
-        if needs_weight or needs_bias or (needs_x and ctx.use_batch_stats):
-            sum_dz, sum_dz_xmu = ctx.ops.backward_reduce(grad_output, x, scale, shift, mean)
-        if needs_x:
-            if ctx.use_batch_stats:  # batch statistics depend on x: BatchNorm's full input gradient
-                coef_x = -scale * invstd.square() * sum_dz_xmu / ctx.positions
-                coef_0 = -scale * sum_dz / ctx.positions - coef_x * mean
-            else:
-                coef_x = coef_0 = torch.zeros_like(scale)
-            grad_x = ctx.ops.backward_input(grad_output, x, scale, shift, scale, coef_x, coef_0)
-        if needs_weight:
-            grad_weight = (sum_dz_xmu * invstd).to(ctx.param_dtype)
-        if needs_bias:
-            grad_bias = sum_dz.to(ctx.param_dtype)
-        return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
+        scale, shift, coef_x, coef_0, grad_weight, grad_bias = ctx.ops.finish_backward(
+            grad_output, x, weight, bias, mean, invstd, ctx.use_batch_stats, ctx.param_dtype)
+        grad_x = ctx.ops.backward_input(grad_output, x, scale, shift, scale, coef_x, coef_0) if needs_x else None
+        return (grad_x, grad_weight if needs_weight else None, grad_bias if needs_bias else None,
+                None, None, None, None, None, None, None)
 
 
 # Outputs of BatchNormSwish2d modules in recompute mode -> how to recompute them from the saved input.
@@ -124,11 +99,13 @@ class BatchNormSwish2d(nn.BatchNorm2d):
             return transforms.batch_norm_swish(self, x)
         self._check_input_dim(x)
         _layout.check_dtype(x, "BatchNormSwish2d")
-        # Running-statistics bookkeeping exactly as nn.BatchNorm2d.forward does it.
+        # Running-statistics bookkeeping as nn.BatchNorm2d.forward does it, but the counter's increment (and,
+        # with momentum=None, the cumulative factor 1 / count) happens in finish_stats: no extra launch.
         average_factor = 0.0 if self.momentum is None else self.momentum
+        counter = None
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            average_factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            counter = self.num_batches_tracked
+            average_factor = self.momentum
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         if use_batch_stats and x.numel() // x.size(1) <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
@@ -137,7 +114,7 @@ class BatchNormSwish2d(nn.BatchNorm2d):
         y, scale, shift = BatchNormSwishFunction.apply(
             x, self.weight, self.bias,
             self.running_mean if update_running else None, self.running_var if update_running else None,
-            use_batch_stats, average_factor, self.eps, ops)
+            use_batch_stats, average_factor, self.eps, ops, counter)
         if self.recompute and y.requires_grad:
             _RECOMPUTABLE[y] = _Recompute(ops.forward, _layout.dense(x), scale.detach(), shift.detach())
         return y

@@ -1,61 +1,185 @@
-"""Host-side launchers for the fused BatchNorm + Swish kernels."""
+"""Host-side launchers for the fused BatchNorm + Swish kernels (see bn_kernels.py for the tiles)."""
 import torch
 import triton
 
-from .. import _layout, backends
+from .. import _layout
 from . import bn_kernels
-from .launch import INT64_THRESHOLD, NUM_WARPS, _block_size
+from .launch import INT64_THRESHOLD, NUM_WARPS, _block_size, fast_math, max_programs
 
-# Reductions: about this many programs in flight (a GPU's worth; few under the CPU interpreter,
-# which runs programs one after another).
-TARGET_PROGRAMS = 1024
-INTERPRETER_PROGRAMS = 4
-
-
-def _reduction_grid(channels: int, inner: int, positions: int):
-    # channels_last (inner == 1): a tile spans neighbouring channels, which are adjacent in memory.
-    block_c = min(triton.next_power_of_2(channels), 64) if inner == 1 else 1
-    block_j = max(4096 // block_c, 16)
-    c_blocks = triton.cdiv(channels, block_c)
-    target = INTERPRETER_PROGRAMS if backends.triton_interpreted() else TARGET_PROGRAMS
-    splits = max(1, min(triton.cdiv(target, c_blocks), triton.cdiv(positions, block_j)))
-    per_program = triton.cdiv(triton.cdiv(positions, splits), block_j) * block_j
-    splits = triton.cdiv(positions, per_program)
-    return block_c, block_j, (c_blocks, splits), per_program
+# Per-channel finishing kernels: small tiles, few warps.
+FINISH_WARPS = 4
+FINISH_BLOCK_C = 128
+FINISH_TILE = 4096
 
 
-def _reduce(kernel, tensors, x: torch.Tensor, acc_dtype: torch.dtype):
+def _tile_shape(rows: int, columns: int, tile: int, min_columns: int = 16):
+    """(BLOCK_R, BLOCK_K), BLOCK_R * BLOCK_K = tile, power-of-two columns, wasting the fewest lanes to padding
+    (rows and columns rounded up to whole blocks); ties go to wider columns. NCHW 52x52 = 2704 positions with
+    16 samples: [16, 256] (2816 lanes per 2704 positions); 13x13 = 169 over (sample, channel) rows: [256, 16]."""
+    best = None
+    block_k = tile
+    while block_k >= min(min_columns, triton.next_power_of_2(columns)) or best is None:
+        block_r = max(tile // block_k, 1)
+        waste = (triton.cdiv(columns, block_k) * block_k / columns) * (triton.cdiv(rows, block_r) * block_r / rows)
+        if best is None or waste < best[0] - 1e-9:
+            best = (waste, block_r, block_k)
+        if block_k == 1:
+            break
+        block_k //= 2
+    return best[1], best[2]
+
+
+def _acc_dtype(x):
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _common(x):
+    return dict(INT64=x.numel() + _block_size(x.dtype) >= INT64_THRESHOLD, FP64=x.dtype == torch.float64,
+                num_warps=NUM_WARPS)
+
+
+def _fast(x):
+    return dict(FAST=fast_math(x.dtype))
+
+
+def _reduction_plan(x):
+    """(grid, rows per program, constexprs) of a per-channel reduction over x."""
     channels, inner, positions = _layout.channel_geometry(x)
-    block_c, block_j, grid, per_program = _reduction_grid(channels, inner, positions)
-    partial_a = torch.empty((grid[1], channels), dtype=acc_dtype, device=x.device)
-    partial_b = torch.empty_like(partial_a)
-    kernel[grid](*tensors, partial_a, partial_b, channels, inner, positions, per_program,
-                 BLOCK_C=block_c, BLOCK_J=block_j, FP64=x.dtype == torch.float64, num_warps=NUM_WARPS)
-    return partial_a.sum(0), partial_b.sum(0)
+    outer = positions // inner
+    tile = _block_size(x.dtype)
+    channels_last = inner == 1
+    if channels_last:  # a tile spans neighbouring channels, which are adjacent in memory
+        block_k = min(triton.next_power_of_2(channels), 64)
+        block_r = max(tile // block_k, 1)
+        c_blocks = triton.cdiv(channels, block_k)
+    else:  # rows are the samples of one channel
+        if inner % 16:  # rows start unaligned: scalar loads, so half the tile keeps sm_80 from spilling
+            tile //= 2
+        block_r, block_k = _tile_shape(outer, inner, tile)
+        c_blocks = channels
+    splits = max(1, min(triton.cdiv(max_programs(x.device), c_blocks), triton.cdiv(outer, block_r)))
+    rows_per_program = triton.cdiv(triton.cdiv(outer, splits), block_r) * block_r
+    splits = triton.cdiv(outer, rows_per_program)
+    # COL_MASK: channels_last tiles need a channel mask only when C is not a multiple of their width.
+    constexprs = dict(CL=channels_last, COL_MASK=channels_last and channels % block_k != 0, BLOCK_R=block_r, BLOCK_K=block_k, **_common(x))
+    return (c_blocks, splits), (channels, inner, outer, rows_per_program), constexprs
 
+
+def _partials(x, splits):
+    channels = x.size(1)
+    a = torch.empty((splits, channels), dtype=_acc_dtype(x), device=x.device)
+    return a, torch.empty_like(a)
+
+
+def _stats_partials(x, shift):
+    grid, sizes, constexprs = _reduction_plan(x)
+    partial_sum, partial_sumsq = _partials(x, grid[1])
+    bn_kernels.bn_stats_kernel[grid](x, x if shift is None else shift, partial_sum, partial_sumsq, *sizes,
+        SAMPLE_SHIFT=shift is None, **constexprs)
+    return partial_sum, partial_sumsq
+
+
+def _backward_partials(grad_output, x, a, b, mean, invstd=None, affine=-1):
+    """affine < 0: a, b are scale and shift; else weight and bias (bit 0, bit 1: present), with invstd."""
+    grid, sizes, constexprs = _reduction_plan(x)
+    partial_dz, partial_dzx = _partials(x, grid[1])
+    bn_kernels.bn_swish_backward_reduce_kernel[grid](grad_output, x, a, b, mean, mean if invstd is None else invstd,
+                                                     partial_dz, partial_dzx, *sizes, AFFINE=affine, **constexprs,
+                                                     **_fast(x))
+    return partial_dz, partial_dzx
+
+
+def _finish_blocks(channels, splits):
+    block_c = min(triton.next_power_of_2(channels), FINISH_BLOCK_C)
+    return block_c, max(1, min(triton.next_power_of_2(splits), FINISH_TILE // block_c))
+
+
+# ---- the op-level passes (the interface every backend offers, bn_ops.py) ----
 
 def stats(x, shift):
-    return _reduce(bn_kernels.bn_stats_kernel, (x, shift), x, shift.dtype)
+    """Per-channel sums of (x - shift) and its square. Finished with .sum(0): used only as a plain op;
+    BatchNormSwishFunction takes the in-kernel path, batch_stats."""
+    partial_sum, partial_sumsq = _stats_partials(x, shift)
+    return partial_sum.sum(0), partial_sumsq.sum(0)
 
 
 def backward_reduce(grad_output, x, scale, shift, mean):
-    return _reduce(bn_kernels.bn_swish_backward_reduce_kernel, (grad_output, x, scale, shift, mean), x,
-                   scale.dtype)
-
-
-def _elementwise(kernel, tensors, x: torch.Tensor):
-    channels, inner, _ = _layout.channel_geometry(x)
-    numel = x.numel()
-    block = _block_size(x.dtype)
-    kernel[(triton.cdiv(numel, block),)](*tensors, numel, channels, inner, BLOCK=block,
-                                          INT64=numel + block >= INT64_THRESHOLD,
-                                          FP64=x.dtype == torch.float64, num_warps=NUM_WARPS)
+    partial_dz, partial_dzx = _backward_partials(grad_output, x, scale, shift, mean)
+    return partial_dz.sum(0), partial_dzx.sum(0)
 
 
 def forward(x, scale, shift, out):
-    _elementwise(bn_kernels.bn_swish_forward_kernel, (x, scale, shift, out), x)
+    # Twice the elementwise tile (32 bytes per thread): the per-program work (a row's channel and
+    # parameters) is then shared by more elements. Not for backward_input, whose registers would then
+    # allow fewer than 4 programs per SM (tools/gpu_code.py).
+    _flat(bn_kernels.bn_swish_forward_kernel, (x, scale, shift, out), x, {}, tiles=2)
 
 
 def backward_input(grad_output, x, scale, shift, coef_dz, coef_x, coef_0, grad_input):
-    _elementwise(bn_kernels.bn_swish_backward_input_kernel,
-                 (grad_output, x, scale, shift, coef_dz, coef_x, coef_0, grad_input), x)
+    _flat(bn_kernels.bn_swish_backward_input_kernel,
+          (grad_output, x, scale, shift, coef_dz, coef_x, coef_0, grad_input), x, {})
+
+
+def _flat(kernel, tensors, x, extra, tiles=1):
+    if x.numel() == 0:
+        return
+    channels, inner, positions = _layout.channel_geometry(x)
+    channels_last = inner == 1
+    rows, columns = (positions, channels) if channels_last else (x.numel() // inner, inner)
+    # Rows that start unaligned (13x13 = 169 positions: scalar accesses anyway) get one row per 16 threads:
+    # narrower tiles would give every thread several rows, each with its channel and parameters.
+    tile = tiles * _block_size(x.dtype)
+    block_r, block_k = _tile_shape(rows, columns, tile, min_columns=64 if columns % 16 == 0 else tile // 16)
+    kernel[(triton.cdiv(rows, block_r), triton.cdiv(columns, block_k))](*tensors, rows, columns, channels,
+        CL=channels_last, BLOCK_R=block_r, BLOCK_K=block_k, **_common(x), **_fast(x), **extra)
+
+
+# ---- per-channel finishing in kernels: 3 launches per training forward, 2 in eval, 3 per backward ----
+
+def _per_channel(x, count):
+    return [torch.empty(x.size(1), dtype=_acc_dtype(x), device=x.device) for _ in range(count)]
+
+
+def finish_stats(x, weight, bias, running_mean, running_var, counter, momentum, eps, batch_stats):
+    """(mean, invstd, scale, shift) per channel: from x's batch statistics (stats kernel + one finishing
+    kernel) or from the running statistics (the finishing kernel alone). With batch statistics, running
+    statistics (when given) are updated with `momentum` (None: cumulative average), and `counter` (when
+    given) is incremented, in the kernel."""
+    channels, inner, positions = _layout.channel_geometry(x)
+    mean, invstd, scale, shift = _per_channel(x, 4)
+    if batch_stats:
+        partial_sum, partial_sumsq = _stats_partials(x, None)
+    else:
+        partial_sum = partial_sumsq = mean  # not read
+    splits = partial_sum.size(0) if batch_stats else 1
+    block_c, block_s = _finish_blocks(channels, splits)
+    update = batch_stats and running_mean is not None
+    bn_kernels.bn_finish_stats_kernel[(1,)](x, partial_sum, partial_sumsq,
+        mean if weight is None else weight, mean if bias is None else bias,
+        mean if running_mean is None else running_mean, mean if running_var is None else running_var,
+        mean if counter is None or not batch_stats else counter,
+        mean, invstd, scale, shift, channels, inner, splits, positions,
+        0.0 if momentum is None else float(momentum), float(eps),
+        BATCH_STATS=batch_stats, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, UPDATE_RUNNING=update,
+        HAS_COUNTER=batch_stats and counter is not None, CUMULATIVE=momentum is None,
+        BLOCK_C=block_c, BLOCK_S=block_s, FP64=x.dtype == torch.float64, num_warps=FINISH_WARPS)
+    return mean, invstd, scale, shift
+
+
+def finish_backward(grad_output, x, weight, bias, mean, invstd, batch_stats, param_dtype):
+    """(scale, shift, coef_x, coef_0, grad_weight, grad_bias): z = x * scale + shift again, the coefficients of
+    BatchNorm's input gradient (zeros without batch statistics), and the parameter gradients (in param_dtype,
+    default the accumulation dtype), from one reduction kernel and one finishing kernel."""
+    channels, _, positions = _layout.channel_geometry(x)
+    affine = (weight is not None) + 2 * (bias is not None)
+    partial_dz, partial_dzx = _backward_partials(grad_output, x, mean if weight is None else weight,
+                                                 mean if bias is None else bias, mean, invstd, affine)
+    scale, shift, coef_x, coef_0 = _per_channel(x, 4)
+    grad_weight, grad_bias = (torch.empty_like(scale, dtype=param_dtype or scale.dtype) for _ in range(2))
+    block_c, block_s = _finish_blocks(channels, partial_dz.size(0))
+    bn_kernels.bn_finish_backward_kernel[(triton.cdiv(channels, block_c),)](
+        partial_dz, partial_dzx, mean if weight is None else weight, mean if bias is None else bias, invstd, mean,
+        scale, shift, coef_x, coef_0, grad_weight, grad_bias, channels, partial_dz.size(0), positions,
+        BATCH_STATS=batch_stats, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        BLOCK_C=block_c, BLOCK_S=block_s, FP64=x.dtype == torch.float64, num_warps=FINISH_WARPS)
+    return scale, shift, coef_x, coef_0, grad_weight, grad_bias

@@ -20,12 +20,19 @@ def check_dtype(x: torch.Tensor, op_name: str) -> None:
 def is_dense(x: torch.Tensor) -> bool:
     """True when the elements of x fill a gap-free block of memory exactly once, in any dimension
     order (contiguous, channels_last, transposed): the kernels can then walk that block as 1-D."""
-    expected = 1
-    for stride, size in sorted((st, s) for s, st in zip(x.shape, x.stride()) if s != 1):
-        if stride != expected:
+    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return True  # the common layouts, answered in C++
+    # Dense means: ordered by stride, the strides are 1, n_a, n_a * n_b, ... Checked without sorting
+    # (torch.compile cannot sort symbolic strides, and would graph-break here for every new shape):
+    # each dimension's stride is 1 or the extent (stride * size) of another one, so extents multiply
+    # sizes along chains of dimensions, and the largest extent is numel only when one chain holds
+    # them all.
+    dims = [(size, stride) for size, stride in zip(x.shape, x.stride()) if size != 1]
+    extents = [size * stride for size, stride in dims]
+    for i, (_, stride) in enumerate(dims):
+        if stride != 1 and not any(stride == extent for j, extent in enumerate(extents) if j != i):
             return False
-        expected *= size
-    return True
+    return not extents or max(extents) == x.numel()
 
 
 def dense(x: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ const Kernels& kernels() {
 }
 
 // Calls fn(begin, end) on pieces of [0, n) in parallel. Pieces start at multiples of kBlock
-// elements (whole vectors of any width and dtype), so only the last piece has a partial vector.
+// elements (whole pairs of vectors of any width and dtype), so only the last piece has a scalar tail.
 template <typename Fn>
 void parallel_blocks(int64_t n, const Fn& fn) {
   constexpr int64_t kBlock = 64;

@@ -38,9 +38,23 @@ C10_ALWAYS_INLINE Vectorized<scalar_t> apply(const Op& op, const Vectorized<scal
   }
 }
 
-// out[i] = op(in[i]...) for i < n, two vectors per iteration (as ATen's loops do) so that two exps
-// are in flight. The tail is a partial vector rather than a scalar loop, so every element goes
-// through the same instructions.
+// The scalar form of op for one element: reduced-precision storage is computed in float and rounded
+// once, as ATen's scalar lambdas do. The scalar exp is libm's, as std::exp is in ATen.
+template <typename scalar_t, typename Op, typename... In>
+C10_ALWAYS_INLINE scalar_t apply_scalar(const Op& op, const In&... x) {
+  if constexpr (c10::is_reduced_floating_point_v<scalar_t>) {
+    return static_cast<scalar_t>(op(static_cast<float>(x)...));
+  } else {
+    return op(x...);
+  }
+}
+
+// out[i] = op(in[i]...) for i < n with the loop of ATen's cpu_kernel_vec (ATen/native/cpu/Loops.h):
+// two vectors per iteration, then the leftovers (fewer than two vectors) one by one in scalar
+// code. Doing the tail the same way is what makes Swish equal to F.silu bit for bit at every size:
+// libm's exp may round differently from the vector exp, so a partial-vector tail would differ from
+// ATen's in those elements. device_kernels.cpp hands every piece but the last a multiple of 64
+// elements, so only the end of the tensor has a tail, however many threads run.
 template <typename scalar_t, typename Op, typename... In>
 void map(const Op& op, scalar_t* out, int64_t n, const In*... in) {
   using Vec = Vectorized<scalar_t>;
@@ -51,12 +65,8 @@ void map(const Op& op, scalar_t* out, int64_t n, const In*... in) {
     a.store(out + i);
     b.store(out + i + Vec::size());
   }
-  for (; i + Vec::size() <= n; i += Vec::size()) {
-    apply<scalar_t>(op, Vec::loadu(in + i)...).store(out + i);
-  }
-  if (i < n) {
-    const int rest = static_cast<int>(n - i);
-    apply<scalar_t>(op, Vec::loadu(in + i, rest)...).store(out + i, rest);
+  for (; i < n; ++i) {
+    out[i] = apply_scalar<scalar_t>(op, in[i]...);
   }
 }
 

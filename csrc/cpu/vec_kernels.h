@@ -2,8 +2,9 @@
 // The CPU kernels proper: elementwise loops over raw pointers with at::vec::Vectorized, one copy
 // per instruction set. vec_kernels.cpp is compiled once per CPU capability (setup.py adds the AVX2
 // and AVX512 copies on x86-64) into the namespace of that name; device_kernels.cpp picks one at run
-// time. Everything is computed in vector registers, tail included, so an element's result does not
-// depend on where a parallel chunk boundary falls.
+// time. The loops are ATen's (whole pairs of vectors, then a scalar tail), so Swish equals F.silu bit for
+// bit; parallel pieces are whole vectors, so only the tensor's last elements go scalar and the result
+// does not depend on the number of threads.
 
 #include <c10/core/ScalarType.h>
 

@@ -80,3 +80,18 @@ def restore_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One tiny trained run shared by the yolo val, detect and weights tests (yolov3-tiny, 1 epoch on 8
+    generated 64-px images, CPU: a few seconds). Here rather than in tests/yolo/conftest.py: a second module
+    named `conftest` would shadow this one for the tests that import helpers from it."""
+    from yolo.train import run
+
+    root = tmp_path_factory.mktemp("trained")
+    result = run(data="shapes:n_train=8,n_val=4,img_size=64", cfg="yolov3-tiny", img_size=64, batch_size=4,
+                 device="cpu", workers=0, seed=0, epochs=1, cache_dir=str(root / "cache"),
+                 project=str(root / "runs"), verbose=False)
+    result["cache_dir"] = str(root / "cache")
+    return result

@@ -1,15 +1,11 @@
 """The real models our users train, built from config (no weights, no network), and what the tests
 count about them independently of swishkernels' own fusion code."""
-import os
-
-os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics must not try the network
-
-import timm  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torchvision  # noqa: E402
-from timm.layers.norm_act import BatchNormAct2d  # noqa: E402
-from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+import timm
+import torch
+import torch.nn as nn
+import torchvision
+from timm.layers.norm_act import BatchNormAct2d
+from ultralytics.nn.tasks import DetectionModel
 
 BUILDERS = {
     "yolov8n": lambda: DetectionModel("yolov8n.yaml", verbose=False),

@@ -10,8 +10,6 @@ from swishkernels import batchnorm
 from swishkernels.integrations.ultralytics import apply_swishkernels
 from ultralytics import YOLO
 
-from .models import SILU_AFTER_BN  # noqa: F401  (sets YOLO_OFFLINE before ultralytics is used)
-
 IMAGES = 4
 SIZE = 64
 

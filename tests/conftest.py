@@ -95,3 +95,28 @@ def trained(tmp_path_factory):
                  project=str(root / "runs"), verbose=False)
     result["cache_dir"] = str(root / "cache")
     return result
+
+
+def saved_activation_bytes(model, x, recompute=False):
+    """Bytes of the distinct non-parameter storages autograd keeps for backward in one forward of model(x),
+    exact on any device. recompute=True counts recompute mode's recipes as what they keep (nothing new).
+    The RNG is seeded first, so dropout draws the same masks (and so the same running statistics) for every
+    model compared."""
+    from swishkernels import batchnorm
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        packed = batchnorm.pack_saved_tensor(tensor) if recompute else tensor
+        if isinstance(packed, torch.Tensor) and packed.untyped_storage().data_ptr() not in params:
+            storages[packed.untyped_storage().data_ptr()] = packed.untyped_storage().nbytes()
+        return packed
+
+    unpack = batchnorm.unpack_saved_tensor if recompute else (lambda t: t)
+    torch.manual_seed(0)
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        out = model(x)  # kept alive until counted: no storage is freed and its address reused meanwhile
+    total = sum(storages.values())
+    del out
+    return total

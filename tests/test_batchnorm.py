@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import swishkernels as sk
 from swishkernels import batchnorm, bn_ops
 
-from conftest import randn
+from conftest import randn, saved_activation_bytes
 
 BN_BACKENDS = [b for b in sk.available_backends("cpu") if b in bn_ops._OPS]
 OPTIONS = {
@@ -179,25 +179,6 @@ def test_recompute_mode_gives_identical_gradients(bn_backend, gen):
     y.square().sum().backward()
     for p, q in zip(plain.parameters(), recomputing.parameters()):
         assert torch.equal(p.grad, q.grad)
-
-
-def saved_activation_bytes(model, x, recompute=False):
-    """Bytes of distinct non-parameter storages that autograd keeps for backward (exact on any device)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(tensor):
-        packed = batchnorm.pack_saved_tensor(tensor) if recompute else tensor
-        if isinstance(packed, torch.Tensor):
-            storage = packed.untyped_storage()
-            if storage.data_ptr() not in params:
-                storages[storage.data_ptr()] = storage.nbytes()
-        return packed
-
-    unpack = batchnorm.unpack_saved_tensor if recompute else (lambda t: t)
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        model(x)
-    return sum(storages.values())
 
 
 def test_saved_bytes_targets(gen):

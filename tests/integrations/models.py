@@ -84,22 +84,6 @@ def flat_outputs(output):
 
 
 def saved_bytes(model, x, recompute=False):
-    """Bytes of distinct non-parameter storages autograd keeps for backward in one training forward,
-    with recompute mode's recipes counted as what they keep (nothing new: the block input is saved anyway)."""
-    from swishkernels import batchnorm
+    from conftest import saved_activation_bytes  # tests/ is on sys.path under pytest and for the benchmark
 
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(tensor):
-        packed = batchnorm.pack_saved_tensor(tensor) if recompute else tensor
-        if isinstance(packed, torch.Tensor) and packed.untyped_storage().data_ptr() not in params:
-            storages[packed.untyped_storage().data_ptr()] = packed.untyped_storage().nbytes()
-        return packed
-
-    unpack = batchnorm.unpack_saved_tensor if recompute else (lambda t: t)
-    torch.manual_seed(0)  # dropout and stochastic depth: the same masks, so the same running statistics
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        out = model(x)
-    del out
-    return sum(storages.values())
+    return saved_activation_bytes(model, x, recompute)

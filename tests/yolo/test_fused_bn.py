@@ -2,26 +2,12 @@
 import torch
 
 import swishkernels as sk
-from swishkernels import batchnorm
+from conftest import saved_activation_bytes
 from yolo.models import Darknet
 
 
 def _saved_activation_mb(model, x, recompute=False):
-    """Distinct non-parameter tensors autograd keeps for backward, in MiB (exact on any device)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(tensor):
-        packed = batchnorm.pack_saved_tensor(tensor) if recompute else tensor
-        if isinstance(packed, torch.Tensor) and packed.untyped_storage().data_ptr() not in params:
-            storages[packed.untyped_storage().data_ptr()] = packed.untyped_storage().nbytes()
-        return packed
-
-    unpack = batchnorm.unpack_saved_tensor if recompute else (lambda t: t)
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        model(x)
-    return sum(storages.values()) / 2**20
-
+    return saved_activation_bytes(model, x, recompute) / 2**20
 
 def test_fused_darknet_matches_unfused():
     torch.manual_seed(0)

@@ -26,7 +26,6 @@ import torch.nn as nn
 if __name__ == "__main__":  # run as a script: import yolo/ and swishkernels/ from this checkout
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from swishkernels import batchnorm  # noqa: E402
 import swishkernels as sk  # noqa: E402
 
 MiB = 2**20
@@ -36,46 +35,11 @@ FUSED = {"swish-fused": False, "swish-fused-recompute": True}
 COMPILED = "silu+compile"  # the whole Conv-BN-SiLU stack through torch.compile
 
 
-# ---- counting what autograd saves -------------------------------------------------------------------------
+# ---- counting what autograd saves: swishkernels.memory (sk.saved_for_backward) -------------------------
 
-def storage_key(t):
-    storage = t.untyped_storage()
-    return storage.data_ptr(), storage.nbytes()
-
-
-@dataclass
-class Saved:
-    bytes: int = 0
-    tensors: int = 0  # distinct storages
-
-    @property
-    def mb(self):
-        return self.bytes / MiB
-
-
-def saved_for_backward(fn, *args, exclude=None) -> Saved:
-    """Bytes and distinct storages autograd saves while running fn(*args). `exclude`: a module whose
-    parameters and buffers are not counted. The result of fn is kept alive until counted, so that no
-    storage is freed and its address reused by another while counting."""
-    skip = set()
-    if exclude is not None:
-        skip = {storage_key(t) for t in [*exclude.parameters(), *exclude.buffers()]}
-    seen = {}
-
-    def pack(t):
-        # Outputs of BatchNormSwish2d(recompute=True) are kept as a recipe, not a tensor: count what is kept.
-        packed = batchnorm.pack_saved_tensor(t)
-        if isinstance(packed, torch.Tensor):
-            key = storage_key(packed)
-            if key not in skip:
-                seen.setdefault(key, key[1])
-        return packed
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, batchnorm.unpack_saved_tensor):
-        out = fn(*args)
-    result = Saved(bytes=sum(seen.values()), tensors=len(seen))
-    del out
-    return result
+def saved_for_backward(fn, *args, exclude=None) -> sk.SavedForBackward:
+    """Recompute-mode recipes count as what they keep (the recompute rows build recompute=True layers)."""
+    return sk.saved_for_backward(fn, *args, recompute=True, exclude=exclude)
 
 
 # ---- the activations compared -------------------------------------------------------------------------------
@@ -196,7 +160,7 @@ def measure_model(name, model, x, amp=False):
         model.train()
         with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp and x.device.type == "cuda"):
             saved = saved_for_backward(model, x, exclude=model)
-        row.saved_mb, row.saved_tensors = saved.mb, saved.tensors
+        row.saved_mb, row.saved_tensors = saved.mib, saved.tensors
         if x.device.type == "cuda":
             row.peak_step_mb, row.step_above_base_mb = peak_step_memory(model, x, amp)
     except Exception as e:  # one activation that cannot run here must not hide the others
@@ -252,7 +216,7 @@ def darknet(cfg, name, num_classes=80, device="cpu"):
     return model
 
 
-def darknet_saved(cfg, img_size, batch, name, num_classes=80, device="cpu") -> Saved:
+def darknet_saved(cfg, img_size, batch, name, num_classes=80, device="cpu") -> sk.SavedForBackward:
     """Saved bytes of a Darknet training forward at any `batch`, from forwards at batch 1 and 2: the bytes
     are affine in the batch (feature maps per image, plus BatchNorm statistics per layer), so two small
     forwards give a large batch exactly without running it."""
@@ -260,7 +224,7 @@ def darknet_saved(cfg, img_size, batch, name, num_classes=80, device="cpu") -> S
     model = darknet(cfg, name, num_classes, device).train()
     one, two = (saved_for_backward(model, torch.rand(b, 3, img_size, img_size, device=device), exclude=model)
                 for b in (1, 2))
-    return Saved(bytes=one.bytes + (batch - 1) * (two.bytes - one.bytes), tensors=two.tensors)
+    return sk.SavedForBackward(bytes=one.bytes + (batch - 1) * (two.bytes - one.bytes), tensors=two.tensors)
 
 
 def darknet_table(device="cpu", batch=2, img_size=320, cfg="yolov3", names=None, amp=False, deadline=None):

@@ -20,8 +20,8 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from . import batchnorm, fusion_trace
-from .batchnorm import BatchNormSwish2d
+from . import bn_swish, fusion_trace
+from .bn_swish import BatchNormSwish2d
 from .modules import Swish
 
 SWISH_TYPES = (nn.SiLU, Swish)  # exact types: a subclass may change forward
@@ -230,7 +230,7 @@ def recompute_in_forward(model: nn.Module):
     active = []
 
     def enter(module, args):
-        context = batchnorm.recompute_bn_swish()
+        context = bn_swish.recompute_bn_swish()
         context.__enter__()
         active.append(context)
 

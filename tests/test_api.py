@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import swishkernels as sk
 from swishkernels import backends, reference
 
-from conftest import CPU_BACKENDS, randn
+from helpers import CPU_BACKENDS, randn
 
 
 def test_public_names():

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
-from conftest import randn
+from helpers import randn
 
 ACTIVATIONS = {"swish": (sk.Swish, nn.SiLU), "mish": (sk.Mish, nn.Mish)}
 

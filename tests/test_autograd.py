@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import swishkernels as sk
 from swishkernels import reference
 
-from conftest import randn
+from helpers import randn
 
 FUNCTIONALS = {"swish": (sk.swish, F.silu, sk.SwishFunction), "mish": (sk.mish, F.mish, sk.MishFunction)}
 

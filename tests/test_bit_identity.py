@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import swishkernels as sk
-from conftest import LOWER_CAPABILITIES, randn, run_with_lower_capability
+from helpers import LOWER_CAPABILITIES, randn, run_with_lower_capability
 
-# As in test_native.py: skipped only where the extension was deliberately not built.
+# As in test_cpp_ops.py: skipped only where the extension was deliberately not built.
 if importlib.util.find_spec("swishkernels._C") is None:
     pytest.skip("swishkernels._C is not built (`pip install --no-build-isolation -e .` builds it)",
                 allow_module_level=True)

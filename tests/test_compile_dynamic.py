@@ -8,7 +8,7 @@ import torch._dynamo.testing
 import torch.nn as nn
 
 import swishkernels as sk
-from conftest import randn
+from helpers import randn
 
 SHAPES = [(2, 3, 5, 6), (3, 3, 7, 4), (5, 3, 9, 9), (4, 3, 6, 11)]
 

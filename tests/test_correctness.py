@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import swishkernels as sk
 from swishkernels import ops
 
-from conftest import ALL_DTYPES, randn
+from helpers import ALL_DTYPES, randn
 
 ACTIVATIONS = {
     # name: (functional, float64 reference forward, float64 reference derivative)

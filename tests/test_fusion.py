@@ -9,7 +9,7 @@ import torch.nn as nn
 import swishkernels as sk
 from swishkernels.fusion import FoldedSwish
 
-from conftest import randn
+from helpers import randn
 
 
 def conv_bn(channels=4):

@@ -16,7 +16,7 @@ import torch
 import swishkernels as sk
 from tools import gpu_code
 
-from conftest import randn
+from helpers import randn
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_KERNELS = {name for name in gpu_code.KERNELS}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import swishkernels as sk
-from conftest import randn
+from helpers import randn
 
 MODULES = {"swish": sk.Swish, "mish": sk.Mish}
 PEERS = {"swish": F.silu, "mish": F.mish}

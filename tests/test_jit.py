@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import swishkernels as sk
-from conftest import randn
+from helpers import randn
 
 MODULES = {"swish": (sk.Swish, F.silu), "mish": (sk.Mish, F.mish)}
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import swishkernels as sk
-from conftest import randn
+from helpers import randn
 
 # What each model must contain after export (any one of the alternatives), and all that is allowed.
 EXPECTED_OPS = {

@@ -6,7 +6,7 @@ import torch.nn as nn
 import swishkernels as sk
 from swishkernels import ops
 
-from conftest import randn
+from helpers import randn
 
 
 @pytest.mark.parametrize("activation", ops.ACTIVATIONS)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.func import grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
 
 import swishkernels as sk
-from conftest import randn
+from helpers import randn
 
 PEERS = {"swish": F.silu, "mish": F.mish}
 ENTRY_POINTS = ("functional", "module", "function")

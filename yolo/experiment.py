@@ -234,7 +234,7 @@ def saved_activation_mb(args, activation, num_classes):
     memory = load_memory_module()
     if memory is None:
         return float("nan")
-    return memory.darknet_saved(args.cfg, args.img_size, args.batch_size, activation, num_classes).mb
+    return memory.darknet_saved(args.cfg, args.img_size, args.batch_size, activation, num_classes).mib
 
 
 # ---- summary ------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 import torch.nn as nn
 from timm.layers.norm_act import BatchNormAct2d
 
-from ..batchnorm import BatchNormSwish2d
+from ..bn_swish import BatchNormSwish2d
 
 
 class BatchNormActSwish2d(BatchNormSwish2d, BatchNormAct2d):

@@ -94,7 +94,7 @@ def _finish_blocks(channels, splits):
     return block_c, max(1, min(triton.next_power_of_2(splits), FINISH_TILE // block_c))
 
 
-# ---- the op-level passes (the interface every backend offers, bn_ops.py) ----
+# ---- the op-level passes (the interface every backend offers, bn_swish_ops.py) ----
 
 def stats(x, shift):
     """Per-channel sums of (x - shift) and its square. Finished with .sum(0): used only as a plain op;

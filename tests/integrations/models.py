@@ -84,6 +84,6 @@ def flat_outputs(output):
 
 
 def saved_bytes(model, x, recompute=False):
-    from conftest import saved_activation_bytes  # tests/ is on sys.path under pytest and for the benchmark
+    from helpers import saved_activation_bytes
 
     return saved_activation_bytes(model, x, recompute)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from swishkernels import batchnorm
+from swishkernels import bn_swish
 from swishkernels.integrations.ultralytics import apply_swishkernels
 from ultralytics import YOLO
 
@@ -67,12 +67,12 @@ class Observer:
         storages = {}
 
         def pack(tensor):  # recompute mode's recipes are kept as recipes, and count as what they keep
-            packed = batchnorm.pack_saved_tensor(tensor)
+            packed = bn_swish.pack_saved_tensor(tensor)
             if isinstance(packed, torch.Tensor) and packed.untyped_storage().data_ptr() not in params:
                 storages[packed.untyped_storage().data_ptr()] = packed.untyped_storage().nbytes()
             return packed
 
-        hooks = torch.autograd.graph.saved_tensors_hooks(pack, batchnorm.unpack_saved_tensor)
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, bn_swish.unpack_saved_tensor)
 
         def enter(module, args):
             hooks.__enter__()

@@ -2,7 +2,7 @@
 import torch
 
 import swishkernels as sk
-from conftest import saved_activation_bytes
+from helpers import saved_activation_bytes
 from yolo.models import Darknet
 
 

@@ -7,11 +7,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
-from swishkernels import batchnorm, bn_ops
+from swishkernels import bn_swish, bn_swish_ops
 
-from conftest import randn, saved_activation_bytes
+from helpers import randn, saved_activation_bytes
 
-BN_BACKENDS = [b for b in sk.available_backends("cpu") if b in bn_ops._OPS]
+BN_BACKENDS = [b for b in sk.available_backends("cpu") if b in bn_swish_ops._OPS]
 OPTIONS = {
     "default": {},
     "momentum_none": {"momentum": None},
@@ -78,8 +78,12 @@ def test_matches_batchnorm_then_silu(bn_backend, dtype, option, channels_last, t
         torch.testing.assert_close(y_fused, y_ref.to(dtype), **tol)
         torch.testing.assert_close(x_fused.grad, x_ref.grad, **tol)
         if reference.affine:
-            torch.testing.assert_close(fused.weight.grad, reference.weight.grad.to(dtype), **tol)
-            torch.testing.assert_close(fused.bias.grad, reference.bias.grad.to(dtype), **tol)
+            # Parameter gradients are sums over N*H*W = 105 terms of magnitude up to ~10 (x - mean with
+            # running_var down to 0.5): fp32 summation error is up to ~105 * 6e-8 * 10 = 6e-5 absolute,
+            # above the default atol of 1e-5 for results near 1. Other dtypes: defaults.
+            param_tol = {"rtol": 1.3e-6, "atol": 1e-4} if dtype == torch.float32 else tol
+            torch.testing.assert_close(fused.weight.grad, reference.weight.grad.to(dtype), **param_tol)
+            torch.testing.assert_close(fused.bias.grad, reference.bias.grad.to(dtype), **param_tol)
             fused.weight.grad = reference.weight.grad = None
             fused.bias.grad = reference.bias.grad = None
         for name, buffer in reference.named_buffers():
@@ -103,14 +107,14 @@ def test_gradcheck(bn_backend, gen):
         weight, bias = module.weight, module.bias
 
         def fn(x, w, b):
-            return batchnorm.BatchNormSwishFunction.apply(
-                x, w, b, None, None, True, 0.1, 1e-5, bn_ops.resolve(bn_backend, x.device))[0]
+            return bn_swish.BatchNormSwishFunction.apply(
+                x, w, b, None, None, True, 0.1, 1e-5, bn_swish_ops.resolve(bn_backend, x.device))[0]
 
         if not training:  # eval: fixed statistics
             def fn(x, w, b):  # noqa: F811
                 mean, var = torch.full((3,), 0.2, dtype=x.dtype), torch.full((3,), 1.5, dtype=x.dtype)
-                return batchnorm.BatchNormSwishFunction.apply(
-                    x, w, b, mean, var, False, 0.1, 1e-5, bn_ops.resolve(bn_backend, x.device))[0]
+                return bn_swish.BatchNormSwishFunction.apply(
+                    x, w, b, mean, var, False, 0.1, 1e-5, bn_swish_ops.resolve(bn_backend, x.device))[0]
         # fast_mode checks random projections of the Jacobian: the interpreted Triton kernels make the
         # full Jacobian (one forward per input element) too slow for CI.
         assert torch.autograd.gradcheck(fn, (x, weight, bias), fast_mode=bn_backend == "triton")
@@ -201,7 +205,7 @@ def test_saved_bytes_targets(gen):
 
 
 def test_opcheck_bn_ops(bn_backend, gen):
-    ops = bn_ops.resolve(bn_backend, torch.device("cpu"))
+    ops = bn_swish_ops.resolve(bn_backend, torch.device("cpu"))
     x = randn(2, 3, 4, 5, gen=gen)
     dy = randn(2, 3, 4, 5, gen=gen)
     per_channel = [randn(3, gen=gen) for _ in range(5)]

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from . import _layout, bn_ops, transforms
+from . import _layout, bn_swish_ops, special_paths
 
 
 class BatchNormSwishFunction(torch.autograd.Function):
@@ -95,8 +95,8 @@ class BatchNormSwish2d(nn.BatchNorm2d):
         self.recompute = recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if transforms.batch_norm_special_path():  # torch.func, forward AD, ONNX, jit.trace: PyTorch's ops
-            return transforms.batch_norm_swish(self, x)
+        if special_paths.batch_norm_special_path():  # torch.func, forward AD, ONNX, jit.trace: PyTorch's ops
+            return special_paths.batch_norm_swish(self, x)
         self._check_input_dim(x)
         _layout.check_dtype(x, "BatchNormSwish2d")
         # Running-statistics bookkeeping as nn.BatchNorm2d.forward does it, but the counter's increment (and,
@@ -110,7 +110,7 @@ class BatchNormSwish2d(nn.BatchNorm2d):
         if use_batch_stats and x.numel() // x.size(1) <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
         update_running = not self.training or self.track_running_stats
-        ops = bn_ops.resolve(self.backend, x.device)
+        ops = bn_swish_ops.resolve(self.backend, x.device)
         y, scale, shift = BatchNormSwishFunction.apply(
             x, self.weight, self.bias,
             self.running_mean if update_running else None, self.running_var if update_running else None,

@@ -1,25 +1,25 @@
 """The compiled BatchNorm+Swish ops (csrc/bn_swish_ops.cpp, torch.ops.swishkernels.bn_swish_*) called
 directly: against the reference backend's math in float64 for every dtype and layout, bitwise equal
 results on any number of threads, every CPU instruction set, argument errors. Module-level behaviour (vs nn.BatchNorm2d + F.silu,
-gradcheck, opcheck) is covered for the `cpu` backend by tests/test_batchnorm.py."""
+gradcheck, opcheck) is covered for the `cpu` backend by tests/test_bn_swish.py."""
 import importlib.util
 import os
 
 import pytest
 import torch
 
-from conftest import LOWER_CAPABILITIES, run_with_lower_capability
+from helpers import LOWER_CAPABILITIES, run_with_lower_capability
 
 if importlib.util.find_spec("swishkernels._C") is None:
     pytest.skip("swishkernels._C is not built (`pip install --no-build-isolation -e .` builds it)",
                 allow_module_level=True)
-from swishkernels import bn_ops  # noqa: E402
+from swishkernels import bn_swish_ops  # noqa: E402
 
 # Every test here runs with uninitialised memory poisoned (see conftest.poisoned_allocations).
 pytestmark = pytest.mark.usefixtures("poisoned_allocations")
 
-CPU = bn_ops._OPS["cpu"]
-REFERENCE = bn_ops._OPS["reference"]
+CPU = bn_swish_ops._OPS["cpu"]
+REFERENCE = bn_swish_ops._OPS["reference"]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # (shape, channels_last): short rows (channels_last: inner = 1), rows reduced one by one (inner = 49),
 # rows split in chunks (inner = 9000 > the kernels' 8192), one channel, odd sizes. channels_last runs
@@ -85,7 +85,7 @@ def test_matches_reference_in_float64(dtype, shape, channels_last, gen):
 def _term_magnitudes(x, dy, pc):
     """Per channel, in float64: the sums of |term| of the two reductions of each of stats and
     backward_reduce (what the rounding of each fp32 term scales with)."""
-    ref = bn_ops._ReferenceImpl()
+    ref = bn_swish_ops._ReferenceImpl()
     x, dy, pc = x.double(), dy.double(), [t.double() for t in pc]
     d = ref._view(x, x) - ref._per_channel(pc[0])
     xv, dz = ref._dz(dy, x, pc[0], pc[1])

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import LOWER_CAPABILITIES, run_with_lower_capability
+from helpers import LOWER_CAPABILITIES, run_with_lower_capability
 
 # Skipped where the extension was deliberately not built (SWISHKERNELS_SKIP_EXT=1); a built one that
 # fails to import is an error here, not a skip, so a broken build cannot pass unnoticed.

@@ -102,9 +102,15 @@ def _default_backend(device_type: str) -> str:
     return _DEFAULT_FOR_DEVICE[device_type]
 
 
+def requested(backend: Optional[str]) -> Optional[str]:
+    """The backend the user asked for: `backend=`, else $SWISHKERNELS_BACKEND, else None (choose the best).
+    The one place that reads the variable."""
+    return backend if backend is not None else os.environ.get(ENV_VAR) or None
+
+
 def resolve(backend: Optional[str], device: torch.device) -> str:
     """The backend that runs a call with tensors on `device`."""
-    name = backend if backend is not None else os.environ.get(ENV_VAR) or None
+    name = requested(backend)
     if name is None:
         return _default_backend(device.type)
     reason = unavailable_reason(name, device.type)  # raises ValueError for unknown names

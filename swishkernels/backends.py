@@ -7,7 +7,7 @@ raises and says why.
 import importlib
 import importlib.util
 import os
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -83,7 +83,7 @@ def unavailable_reason(backend: str, device_type: str) -> Optional[str]:
     return None
 
 
-def available_backends(device="cuda") -> List[str]:
+def available_backends(device: Union[str, torch.device] = "cuda") -> List[str]:
     """Backends that can run tensors on `device` here and now, best first."""
     device_type = torch.device(device).type
     order = _PREFERENCE.get(device_type, ("reference",))

@@ -22,3 +22,6 @@ from .memory import SavedForBackward, saved_for_backward  # noqa: E402
 
 __all__ += ["BatchNormSwish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish", "recompute_in_forward",
             "FusionReport", "saved_for_backward", "SavedForBackward"]
+from .memory_policy import keep_conv_outputs, memory_policy, remove_memory_policy  # noqa: E402
+
+__all__ += ["memory_policy", "remove_memory_policy", "keep_conv_outputs"]

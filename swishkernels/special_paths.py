@@ -26,9 +26,12 @@ from torch.autograd import forward_ad as _forward_ad
 _COMPOSITE = {"swish": F.silu, "mish": F.mish}
 
 
+_MODULES = sys.modules
+
+
 def exporting_to_onnx() -> bool:
     # torch.onnx is imported only by code that exports; until then nothing can be exporting.
-    onnx = sys.modules.get("torch.onnx")
+    onnx = _MODULES.get("torch.onnx")
     return onnx is not None and onnx.is_in_onnx_export()
 
 
@@ -37,7 +40,8 @@ def special_path() -> bool:
     if torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0:
         # torch.compile traces transforms itself, through the ops' fake kernels and autograd rules
         return not torch.compiler.is_compiling()
-    return exporting_to_onnx()  # the dynamo exporter runs torch.export, which counts as compiling
+    # the dynamo exporter runs torch.export, which counts as compiling; no call at all before torch.onnx loads
+    return "torch.onnx" in _MODULES and exporting_to_onnx()
 
 
 def batch_norm_special_path() -> bool:

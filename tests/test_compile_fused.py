@@ -10,11 +10,11 @@ import torch
 import torch._dynamo
 import torch._dynamo.testing
 import torch.nn as nn
+from test_memory_policy import BATCH, SIDE, assert_same_state, batch_sized, conv_output_bytes, step, tiny_cnn
 from torch._dynamo.utils import counters
 
 import swishkernels as sk
 from helpers import randn, saved_by_graph
-from test_memory_policy import BATCH, SIDE, assert_same_state, batch_sized, conv_output_bytes, step, tiny_cnn
 
 
 def fused_copy(plain, x, recompute=True):

@@ -16,9 +16,9 @@ __all__ = [
     "available_backends", "replace_activations", "reference",
 ]
 
-from .bn_swish import BatchNormSwish2d, recompute_bn_swish  # noqa: E402
+from .bn_swish import BatchNormMish2d, BatchNormSwish2d, recompute_bn_swish  # noqa: E402
 from .fusion import FusionReport, fuse_bn_swish, recompute_in_forward, unfuse_bn_swish  # noqa: E402
 from .memory import SavedForBackward, saved_for_backward  # noqa: E402
 
-__all__ += ["BatchNormSwish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish", "recompute_in_forward",
+__all__ += ["BatchNormSwish2d", "BatchNormMish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish", "recompute_in_forward",
             "FusionReport", "saved_for_backward", "SavedForBackward"]

@@ -102,6 +102,11 @@ def _default_backend(device_type: str) -> str:
     return _DEFAULT_FOR_DEVICE[device_type]
 
 
+def chosen_explicitly(backend: Optional[str]) -> bool:
+    """True when the user named a backend: the `backend=` argument, else $SWISHKERNELS_BACKEND."""
+    return backend is not None or bool(os.environ.get(ENV_VAR))
+
+
 def resolve(backend: Optional[str], device: torch.device) -> str:
     """The backend that runs a call with tensors on `device`."""
     name = backend if backend is not None else os.environ.get(ENV_VAR) or None

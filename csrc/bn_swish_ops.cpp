@@ -87,7 +87,8 @@ struct Names<Activation::Mish> {
   static constexpr const char* backward_input = "swishkernels::bn_mish_backward_input";
 };
 
-std::tuple<at::Tensor, at::Tensor> bn_swish_stats(const at::Tensor& x_in, const at::Tensor& shift_in,
+std::tuple<at::Tensor, at::Tensor> bn_swish_stats(const at::Tensor& x_in,
+                                                  const at::Tensor& shift_in,
                                                   const at::Tensor& factor_in) {
   constexpr const char* op = "swishkernels::bn_swish_stats";
   const at::Tensor x = dense(op, x_in);
@@ -130,12 +131,12 @@ std::tuple<at::Tensor, at::Tensor> bn_act_backward_reduce(
 template <Activation f>
 at::Tensor bn_act_backward_input(const at::Tensor& grad_output, const at::Tensor& x_in,
                                  const at::Tensor& scale, const at::Tensor& shift,
-                                 const at::Tensor& coef_dz, const at::Tensor& coef_x,
+                                 const at::Tensor& coef_dz, const at::Tensor& coef_z,
                                  const at::Tensor& coef_0) {
   constexpr const char* op = Names<f>::backward_input;
   const at::Tensor x = dense(op, x_in);
   const at::Tensor dy = grad_like(op, grad_output, x);
-  const auto pc = per_channel(op, x, {scale, shift, coef_dz, coef_x, coef_0});
+  const auto pc = per_channel(op, x, {scale, shift, coef_dz, coef_z, coef_0});
   at::Tensor grad_input = at::empty_like(x);
   if (x.numel() > 0) {
     cpu::bn::backward_input(f, dy, x, pc[0], pc[1], pc[2], pc[3], pc[4], geometry(x), grad_input);
@@ -152,7 +153,7 @@ TORCH_LIBRARY_FRAGMENT(swishkernels, m) {
   m.def("bn_" act "_backward_reduce(Tensor grad_output, Tensor x, Tensor scale, "          \
         "Tensor shift, Tensor mean) -> (Tensor, Tensor)");                                 \
   m.def("bn_" act "_backward_input(Tensor grad_output, Tensor x, Tensor scale, "           \
-        "Tensor shift, Tensor coef_dz, Tensor coef_x, Tensor coef_0) -> Tensor");
+        "Tensor shift, Tensor coef_dz, Tensor coef_z, Tensor coef_0) -> Tensor");
   SWISHKERNELS_DEF_BN_ACT("swish")
   SWISHKERNELS_DEF_BN_ACT("mish")
 #undef SWISHKERNELS_DEF_BN_ACT

@@ -207,7 +207,8 @@ def count_issued(instructions):
 
 # ---- what each kernel moves per element ----------------------------------------------------------------------
 
-# kernel name -> (family, tensors read per element, tensors written per element)
+# kernel label -> (family, tensors read per element, tensors written per element). The BatchNorm kernels that
+# take the activation as the ACT constexpr (bn_act_*) are labelled per activation: bn_swish_*, bn_mish_*.
 KERNELS = {
     "swish_forward_kernel": ("elementwise", 1, 1),
     "mish_forward_kernel": ("elementwise", 1, 1),
@@ -217,15 +218,27 @@ KERNELS = {
     "bn_swish_backward_reduce_kernel": ("reduction", 2, 0),
     "bn_swish_forward_kernel": ("elementwise", 1, 1),
     "bn_swish_backward_input_kernel": ("elementwise", 2, 1),
+    "bn_mish_backward_reduce_kernel": ("reduction", 2, 0),
+    "bn_mish_forward_kernel": ("elementwise", 1, 1),
+    "bn_mish_backward_input_kernel": ("elementwise", 2, 1),
     "bn_finish_stats_kernel": ("finish", 0, 0),
     "bn_finish_backward_kernel": ("finish", 0, 0),
 }
 
 
+_ACT_NAMES = ("swish", "mish")  # swishkernels.triton.kernels.SWISH, MISH
+
+
+def kernel_label(fn_name, kwargs):
+    """The kernel's name, with an ACT-parametrised BatchNorm kernel's activation in place of `act`."""
+    if fn_name.startswith("bn_act_"):
+        return fn_name.replace("bn_act_", f"bn_{_ACT_NAMES[kwargs['ACT']]}_", 1)
+    return fn_name
+
+
 def elements_per_thread(kwargs):
     """Elements one thread handles per pass (hot-loop iteration or program): tile size / threads."""
-    tile = (kwargs.get("BLOCK") or kwargs.get("BLOCK_R", 0) * kwargs.get("BLOCK_K", 0)
-            or kwargs["BLOCK_C"] * kwargs["BLOCK_J"])  # the last: older checkouts' reduction tiles
+    tile = kwargs.get("BLOCK") or kwargs["BLOCK_R"] * kwargs["BLOCK_K"]
     return tile / (32 * kwargs.get("num_warps", 4))
 
 
@@ -285,14 +298,11 @@ def launches(group, dtype, case):
         pc = [torch.rand(c, dtype=acc) for _ in range(6)]
         running = [torch.zeros(c), torch.ones(c)]
         counter = torch.zeros((), dtype=torch.long)
-        if hasattr(bn_launch, "finish_stats"):  # this checkout's launchers
-            calls += [lambda: bn_launch.finish_stats(x, pc[0], pc[1], *running, counter, 0.1, 1e-5, True),
-                      lambda: bn_launch.finish_backward(dy, x, *pc[:4], True, torch.float32)]
-        else:  # an older checkout (--src): the four passes
-            calls += [lambda: bn_launch.stats(x, pc[0]),
-                      lambda: bn_launch.backward_reduce(dy, x, *pc[:3])]
-        calls += [lambda: bn_launch.forward(x, pc[0], pc[1], out),
-                  lambda: bn_launch.backward_input(dy, x, *pc[:5], out)]
+        calls.append(lambda: bn_launch.finish_stats(x, pc[0], pc[1], *running, counter, 0.1, 1e-5, True))
+        for act in _ACT_NAMES:  # finish_backward: its reduction kernel, then the finishing one (shared)
+            calls += [lambda act=act: bn_launch.finish_backward(dy, x, *pc[:4], True, torch.float32, act),
+                      lambda act=act: bn_launch.forward(x, pc[0], pc[1], out, act),
+                      lambda act=act: bn_launch.backward_input(dy, x, *pc[:5], out, act)]
     records = []
     for call in calls:
         records += _record_launches(call)
@@ -404,7 +414,7 @@ def _padding(kernel, case, kwargs):
         return 1.0
     shape, cl = BN_SHAPES[case]
     n, c, h, w = shape
-    if kernel in ("bn_stats_kernel", "bn_swish_backward_reduce_kernel"):
+    if kernel in ("bn_stats_kernel", "bn_swish_backward_reduce_kernel", "bn_mish_backward_reduce_kernel"):
         rows, cols = (n * h * w, c) if cl else (n, h * w)
     else:
         rows, cols = (n * h * w, c) if cl else (n * c, h * w)
@@ -414,9 +424,13 @@ def _padding(kernel, case, kwargs):
 
 def triton_builds(group, dtype, arch, case):
     builds = []
+    seen = set()
     for record in launches(group, dtype, case):
         fn, _, _, kwargs = record
-        name = fn.__name__
+        name = kernel_label(fn.__name__, kwargs)
+        if name in seen:  # the finishing kernel shared by both activations' backward
+            continue
+        seen.add(name)
         family, reads, writes = KERNELS[name]
         cubin, symbol, warps, shared = compile_record(record, arch)
         sass, resources = disassemble(cubin)

@@ -191,8 +191,8 @@ void stats(const at::Tensor& x_in, const at::Tensor& shift, const at::Tensor& fa
   reduce_per_channel(Reduce::Stats, p.args, g, sum, sumsq);
 }
 
-void forward(Activation f, const at::Tensor& x_in, const at::Tensor& scale, const at::Tensor& shift,
-             const Geometry& g, const at::Tensor& y) {
+void forward(Activation f, const at::Tensor& x_in, const at::Tensor& scale,
+             const at::Tensor& shift, const Geometry& g, const at::Tensor& y) {
   const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
   const at::Tensor x = in_storage(x_in, storage);
   const at::Tensor out = storage == y.scalar_type() ? y : at::empty_like(x);
@@ -204,9 +204,9 @@ void forward(Activation f, const at::Tensor& x_in, const at::Tensor& scale, cons
   }
 }
 
-void backward_reduce(Activation f, const at::Tensor& grad_output, const at::Tensor& x_in, const at::Tensor& scale,
-                     const at::Tensor& shift, const at::Tensor& mean, const Geometry& g,
-                     const at::Tensor& sum_dz, const at::Tensor& sum_dz_xmu) {
+void backward_reduce(Activation f, const at::Tensor& grad_output, const at::Tensor& x_in,
+                     const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
+                     const Geometry& g, const at::Tensor& sum_dz, const at::Tensor& sum_dz_xmu) {
   const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
   const at::Tensor x = in_storage(x_in, storage);
   const at::Tensor dy = in_storage(grad_output, storage);
@@ -215,15 +215,16 @@ void backward_reduce(Activation f, const at::Tensor& grad_output, const at::Tens
   reduce_per_channel(Reduce::Backward, p.args, g, sum_dz, sum_dz_xmu);
 }
 
-void backward_input(Activation f, const at::Tensor& grad_output, const at::Tensor& x_in, const at::Tensor& scale,
-                    const at::Tensor& shift, const at::Tensor& coef_dz, const at::Tensor& coef_x,
-                    const at::Tensor& coef_0, const Geometry& g, const at::Tensor& grad_input) {
+void backward_input(Activation f, const at::Tensor& grad_output, const at::Tensor& x_in,
+                    const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& coef_dz,
+                    const at::Tensor& coef_z, const at::Tensor& coef_0, const Geometry& g,
+                    const at::Tensor& grad_input) {
   const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
   const at::Tensor x = in_storage(x_in, storage);
   const at::Tensor dy = in_storage(grad_output, storage);
   const at::Tensor out = storage == grad_input.scalar_type() ? grad_input : at::empty_like(x);
   Prepared p;
-  prepare(p, f, x, &dy, out.data_ptr(), {&scale, &shift, &coef_dz, &coef_x, &coef_0}, g);
+  prepare(p, f, x, &dy, out.data_ptr(), {&scale, &shift, &coef_dz, &coef_z, &coef_0}, g);
   map_all(Map::BackwardInput, p.args, g);
   if (!out.is_same(grad_input)) {
     grad_input.copy_(out);

@@ -138,8 +138,8 @@ C10_ALWAYS_INLINE void accumulate(const M& a, const M& b, Vectorized<double>* su
 // Reductions: terms (a, b) of sum0 = sum a, sum1 = sum a * b.
 // kRowStep: positions per step of reduce_positions, the faster of 1, 2 and 4 on an AVX512 AMD EPYC
 // (4 halves the stats pass; 2 or 4 slow the exp-bound backward pass at large sizes).
-// The factor is a power of two (exact): it keeps d^2 finite for inputs near 1e20 (fp32) whose square
-// would overflow the float terms.
+// The factor is a power of two (exact): it keeps d^2 finite for inputs near 1e20 (fp32), whose
+// square would overflow the float terms.
 struct StatsTerm {
   static constexpr int kParams = 2;
   static constexpr bool kUsesGrad = false;

@@ -50,8 +50,8 @@ struct Args {
 enum class Reduce { Stats, Backward };
 // Full-size outputs:
 //   Forward        (scale, shift):                         out = f(x * scale + shift)
-//   BackwardInput  (scale, shift, coef_dz, coef_z, coef_0): out = coef_dz * dz + coef_z * z + coef_0,
-//                                                          z = x * scale + shift
+//   BackwardInput  (scale, shift, coef_dz, coef_z, coef_0):
+//                  out = coef_dz * dz + coef_z * z + coef_0, z = x * scale + shift
 enum class Map { Forward, BackwardInput };
 
 // Adds the span's sums of channel c to out0[c - first_channel] and out1[c - first_channel], in an

@@ -532,6 +532,13 @@ def allowance(build):
     if build.kernel.startswith("bn_") and build.case == "odd":
         return (4.0, 2, "NCHW with H*W = 169: every row of a channel starts unaligned, so accesses are scalar "
                         "(2-byte for fp16) and each costs an instruction; see README 'GPU code on paper'")
+    if build.kernel.startswith("bn_mish_") and build.dtype in ("float16", "bfloat16"):
+        factor = {"bn_mish_backward_reduce_kernel": 1.6, "bn_mish_forward_kernel": 1.15,
+                  "bn_mish_backward_input_kernel": 1.35}[build.kernel]
+        return (factor, None, "Mish's f' costs one exp and two divisions, ~17 instructions against Swish's ~9: "
+                              "fp16/bf16 BatchNorm+Mish passes take up to 78% (backward reduction), 55% (forward) "
+                              "and 65% (input gradient) of the full issue budget at 90% of H200's bandwidth, "
+                              "memory-bound on paper with less headroom than Swish")
     if build.source == "triton" and build.case == "unaligned":
         return (1.1, None, "pointers off a 16-byte boundary: Triton specialises them as unaligned and every "
                            "access is scalar (the CUDA backend keeps 16-byte stores there)")

@@ -20,7 +20,7 @@ from .kernels import SWISH, _compute_type, _forward_math, _mish_parts, _sigmoid
 @triton.jit
 def _activation_grad(dy, z, ACT: tl.constexpr, FAST: tl.constexpr):
     """dy * f'(z). Swish as dy * (s * (1 + z * (1 - s))): this grouping compiles to fewer instructions in the
-    BatchNorm kernels than kernels._backward_math's (tools/gpu_code.py)."""
+    BatchNorm kernels than kernels._backward_math's (tools/gpu_code/)."""
     if ACT == SWISH:
         s = _sigmoid(z, FAST)
         return dy * (s * (1.0 + z * (1.0 - s)))

@@ -113,7 +113,7 @@ def backward_reduce(grad_output, x, scale, shift, mean, activation="swish"):
 def forward(x, scale, shift, out, activation="swish"):
     # Twice the elementwise tile (32 bytes per thread): the per-program work (a row's channel and
     # parameters) is then shared by more elements. Not for backward_input, whose registers would then
-    # allow fewer than 4 programs per SM (tools/gpu_code.py).
+    # allow fewer than 4 programs per SM (tools/gpu_code/).
     _flat(bn_kernels.bn_act_forward_kernel, (x, scale, shift, out), x, {"ACT": _ACT[activation]}, tiles=2)
 
 

@@ -22,3 +22,7 @@ from .memory import SavedForBackward, saved_for_backward  # noqa: E402
 
 __all__ += ["BatchNormSwish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish", "recompute_in_forward",
             "FusionReport", "saved_for_backward", "SavedForBackward"]
+
+from .sync_bn_swish import SyncBatchNormSwish2d, convert_sync_bn_swish, revert_sync_bn_swish  # noqa: E402
+
+__all__ += ["SyncBatchNormSwish2d", "convert_sync_bn_swish", "revert_sync_bn_swish"]

@@ -57,10 +57,14 @@ def _buffers(module):
 
 # ---- one process -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BN_BACKENDS)
-@pytest.mark.parametrize("options", OPTIONS, ids=["default", "momentum_none", "no_affine_no_stats"])
-def test_without_a_process_group_it_is_batchnorm_swish(backend, options, gen):
+# Every option on the C++ backend; the defaults on the others (the interpreted Triton kernels are slow on a CPU).
+SINGLE_CASES = [("cpu", i) for i in range(len(OPTIONS))] + [(b, 0) for b in BN_BACKENDS if b != "cpu"]
+
+
+@pytest.mark.parametrize("backend, option", SINGLE_CASES, ids=[f"{b}-{i}" for b, i in SINGLE_CASES])
+def test_without_a_process_group_it_is_batchnorm_swish(backend, option, gen):
     """No process group, a group of one process, and eval mode: BatchNormSwish2d's numbers bit for bit."""
+    options = OPTIONS[option]
     fused = sk.BatchNormSwish2d(6, **options, backend=backend).double()
     fused.load_state_dict(reference_bn(6, options, seed=1).state_dict())
     synced = sk.SyncBatchNormSwish2d(6, **options, backend=backend).double()
@@ -87,6 +91,36 @@ def test_without_a_process_group_it_is_batchnorm_swish(backend, options, gen):
         finally:
             if group_of_one:
                 dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("backend", BN_BACKENDS)
+def test_synchronized_path_on_one_process_matches_batchnorm_silu(backend, gen):
+    """The synchronized path itself (gather, combine, all_reduce) forced on a group of one process, every
+    backend (Triton too: the multi-process checks below run the C++ and reference backends only, for time)."""
+    port = _free_port()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        for options in OPTIONS[:2]:
+            reference = reference_bn(6, options, seed=2)
+            layer = sk.SyncBatchNormSwish2d(6, **options, backend=backend).double()
+            layer.load_state_dict(reference.state_dict())
+            layer.sync_group = lambda: dist.group.WORLD  # world size 1 would otherwise take BatchNormSwish2d's path
+            for _ in range(2):
+                x = torch.randn(3, 6, 4, 5, generator=gen, dtype=torch.float64) * 2 + 1
+                dy = torch.randn(3, 6, 4, 5, generator=gen, dtype=torch.float64)
+                x_ref, x_mine = x.clone().requires_grad_(), x.clone().requires_grad_()
+                y_ref = F.silu(reference(x_ref))
+                y_ref.backward(dy)
+                y = layer(x_mine)
+                y.backward(dy)
+                torch.testing.assert_close(y, y_ref)
+                torch.testing.assert_close(x_mine.grad, x_ref.grad)
+                torch.testing.assert_close([p.grad for p in layer.parameters()],
+                                           [p.grad for p in reference.parameters()])
+                torch.testing.assert_close(_buffers(layer), _buffers(reference))
+                layer.zero_grad(), reference.zero_grad()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_convert_and_revert_keep_parameters_buffers_and_keys():
@@ -323,9 +357,9 @@ def worker(rank, world, port):
                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     try:
         counter = CollectiveCounter()
-        for seed, backend in enumerate(BN_BACKENDS):
-            for options in OPTIONS:
-                check_layer(world, rank, backend, options, counter, seed)
+        for options in OPTIONS:  # every option on the C++ backend, the defaults on the reference one
+            check_layer(world, rank, "cpu", options, counter, seed=0)
+        check_layer(world, rank, "reference", {}, counter, seed=1)
         check_saved_tensors(world, rank, counter)
         check_ddp_training(world, rank, counter)
         if world > 2:

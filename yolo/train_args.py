@@ -24,6 +24,7 @@ DEFAULTS = {
     "activation": None,  # overrides the cfg's activation (see yolo.activations.ACTIVATIONS)
     "fuse_bn": False,  # BatchNorm2d + Swish/SiLU -> swishkernels.BatchNormSwish2d (saves only the block input)
     "fuse_bn_recompute": False,  # and the next layer recomputes the block output instead of keeping it
+    "sync_bn": False,  # under torchrun: BatchNorm statistics over all processes (fused: SyncBatchNormSwish2d)
     "epochs": 20,
     "batch_size": 16,  # total over all DDP processes
     "accumulate": None,  # None: round(64 / batch_size), i.e. a nominal batch of 64 images
@@ -82,6 +83,9 @@ def build_parser():
     p.add_argument("--fuse-bn-recompute", action="store_true",
                    help="--fuse-bn, and the layer after each fused block recomputes its output in backward "
                    "instead of keeping it (less memory, one more elementwise pass)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun, BatchNorm statistics over the batches of all processes: fused layers "
+                   "become swishkernels.SyncBatchNormSwish2d (CPU and GPU), others nn.SyncBatchNorm (GPU only)")
     p.add_argument("--epochs", type=int, help=f"[{D['epochs']}]")
     p.add_argument("--batch-size", type=int, help=f"total batch size (all GPUs) [{D['batch_size']}]")
     p.add_argument("--accumulate", type=int, help="batches per optimizer step [round(64 / batch-size)]")

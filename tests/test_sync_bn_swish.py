@@ -231,8 +231,8 @@ def _slices(world, rank, sizes=None):
     return sum(sizes), slice(start, start + sizes[rank])
 
 
-def check_layer(world, rank, backend, options, counter, seed):
-    total, mine = _slices(world, rank)
+def check_layer(world, rank, backend, options, counter, seed, sizes=None):
+    total, mine = _slices(world, rank, sizes)
     reference = reference_bn(5, options, seed)
     layer = sk.SyncBatchNormSwish2d(5, **options, backend=backend).double()
     layer.load_state_dict(reference.state_dict())
@@ -360,6 +360,7 @@ def worker(rank, world, port):
         for options in OPTIONS:  # every option on the C++ backend, the defaults on the reference one
             check_layer(world, rank, "cpu", options, counter, seed=0)
         check_layer(world, rank, "reference", {}, counter, seed=1)
+        check_layer(world, rank, "cpu", {}, counter, seed=2, sizes=[0] + BATCH_PER_RANK[world][1:])  # an empty batch
         check_saved_tensors(world, rank, counter)
         check_ddp_training(world, rank, counter)
         if world > 2:

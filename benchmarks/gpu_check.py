@@ -404,7 +404,7 @@ def step_sync_bn(s, seconds):
             errors = [float((a.detach().double() - b.detach().double()).abs().max()) for a, b in zip(got, want)]
             torch.testing.assert_close(got, want)  # fp32 defaults; a mismatch makes this step an error
 
-            def ms(module, n=1 if s.dry_run else 20):
+            def ms(module, x=x, dy=dy, n=1 if s.dry_run else 20):
                 xs = x.clone().requires_grad_()
                 module(xs).backward(dy)  # warm-up (Triton compiles)
                 if dev.type == "cuda":

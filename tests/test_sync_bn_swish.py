@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
-from swishkernels import bn_swish_ops, sync_bn_swish
+from swishkernels import bn_swish_ops
 
 COLLECTIVE_TIMEOUT_S = 60
 PROCESS_TIMEOUT_S = 150
@@ -267,11 +267,16 @@ def check_layer(world, rank, backend, options, counter, seed, sizes=None):
 
 
 def check_saved_tensors(world, rank, counter):
-    """The same saved tensors as BatchNormSwish2d: the input and per-channel statistics."""
+    """The same saved tensors as BatchNormSwish2d (the input and per-channel statistics), and with
+    recompute the next convolution keeps a recipe instead of the block's output."""
     x = torch.randn(BATCH_PER_RANK[world][rank], 5, 3, 4, dtype=torch.float64, requires_grad=True)
-    saved = [sk.saved_for_backward(cls(5, backend="cpu").double(), x)
-             for cls in (sk.BatchNormSwish2d, sk.SyncBatchNormSwish2d)]
-    assert saved[0] == saved[1], saved
+    saved = {}
+    for cls in (sk.BatchNormSwish2d, sk.SyncBatchNormSwish2d):
+        torch.manual_seed(0)
+        block = nn.Sequential(cls(5, backend="cpu", recompute=True), nn.Conv2d(5, 5, 1)).double()
+        saved[cls] = [sk.saved_for_backward(block, x, recompute=recompute) for recompute in (False, True)]
+    assert saved[sk.BatchNormSwish2d] == saved[sk.SyncBatchNormSwish2d], saved
+    assert saved[sk.SyncBatchNormSwish2d][1].bytes < saved[sk.SyncBatchNormSwish2d][0].bytes
     counter.take()
 
 
@@ -326,7 +331,7 @@ def check_ddp_training(world, rank, counter):
                         ("recomputed", recomputed)]:
         assert [type(m) for m in model if isinstance(m, nn.BatchNorm2d)] == [sk.SyncBatchNormSwish2d] * 2, name
         runs[name] = train_steps(DDP(model), world, rank, recompute=name == "recomputed")
-        torch.testing.assert_close(runs[name], ref_losses, msg=lambda m: f"{name} losses: {m}")
+        torch.testing.assert_close(runs[name], ref_losses, msg=lambda m, name=name: f"{name} losses: {m}")
         torch.testing.assert_close(dict(model.named_parameters()), dict(reference.named_parameters()))
         torch.testing.assert_close(_buffers(model), _buffers(reference))
     assert all(torch.equal(a, b) for a, b in zip(runs["recomputed"], runs["fused"]))

@@ -22,7 +22,7 @@ nn.SyncBatchNorm); `revert_sync_bn_swish(model)` undoes it for saving or single-
 """
 import contextlib
 import types
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -177,7 +177,7 @@ class SyncBatchNormSwish2d(BatchNormSwish2d):
 _PLAIN_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def convert_sync_bn_swish(module: nn.Module, process_group=None) -> nn.Module:
+def convert_sync_bn_swish(module: nn.Module, process_group: Optional[Any] = None) -> nn.Module:
     """nn.SyncBatchNorm.convert_sync_batchnorm for fused models: every BatchNormSwish2d becomes a
     SyncBatchNormSwish2d in place (same module object, Parameters, buffers, hooks and state_dict keys: an
     optimizer or EMA built before keeps working) and every plain nn.BatchNorm{1,2,3}d an nn.SyncBatchNorm

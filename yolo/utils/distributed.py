@@ -63,6 +63,7 @@ def sync_batch_norm(model, info, device):
     swishkernels.SyncBatchNormSwish2d (gloo on CPU, NCCL on GPUs), other BatchNorms nn.SyncBatchNorm, which
     PyTorch runs on GPUs only: on a CPU they are a ValueError. One process: the model as it is."""
     import torch.nn as nn
+
     from swishkernels import BatchNormSwish2d, convert_sync_bn_swish
 
     if not info.enabled:

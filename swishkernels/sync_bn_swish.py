@@ -177,13 +177,23 @@ class SyncBatchNormSwish2d(BatchNormSwish2d):
 _PLAIN_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
+def _framework_converter(module: nn.Module):
+    """The sync_batchnorm(module, process_group) of the integration module for `module`'s framework, if any."""
+    import importlib
+
+    from .fusion import INTEGRATIONS  # fusion imports this module: imported here, when converting
+    name = INTEGRATIONS.get(type(module).__module__.partition(".")[0])
+    return getattr(importlib.import_module(name), "sync_batchnorm", None) if name else None
+
+
 def convert_sync_bn_swish(module: nn.Module, process_group: Optional[Any] = None) -> nn.Module:
     """nn.SyncBatchNorm.convert_sync_batchnorm for fused models: every BatchNormSwish2d becomes a
     SyncBatchNormSwish2d in place (same module object, Parameters, buffers, hooks and state_dict keys: an
-    optimizer or EMA built before keeps working) and every plain nn.BatchNorm{1,2,3}d an nn.SyncBatchNorm
-    sharing its Parameters and buffers (as PyTorch's converter does; PyTorch's runs only on GPUs). Other
+    optimizer or EMA built before keeps working); every plain nn.BatchNorm{1,2,3}d becomes an nn.SyncBatchNorm
+    and a framework's norm-act layer its framework's synchronized one (timm: SyncBatchNormAct), sharing its
+    Parameters and buffers, as PyTorch's and timm's converters do (PyTorch runs those on GPUs only). Other
     BatchNorm subclasses are an error: their own forward would be lost. Returns the module (a new one only
-    when `module` itself is a plain BatchNorm). Convert before wrapping the model in DDP."""
+    when `module` itself is an unfused BatchNorm). Convert before wrapping the model in DDP."""
     if isinstance(module, BatchNormSwish2d) and not isinstance(module, SyncBatchNormSwish2d):
         if type(module).forward is not BatchNormSwish2d.forward:
             raise ValueError(f"convert_sync_bn_swish: {type(module).__name__} has its own forward, which "
@@ -192,14 +202,17 @@ def convert_sync_bn_swish(module: nn.Module, process_group: Optional[Any] = None
         module.__class__ = SyncBatchNormSwish2d
         module.process_group = process_group
         return module
-    if type(module) in _PLAIN_BATCH_NORMS:
-        synced = nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
-        synced._sk_unsynced_class = type(module)
-        return synced
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm):
-        raise ValueError(f"convert_sync_bn_swish: {type(module).__name__} is a BatchNorm subclass with its own "
-                         "behaviour; convert it with its framework's converter (e.g. timm.layers."
-                         "convert_sync_batchnorm) or fuse it first with sk.fuse_bn_swish")
+        converter = _framework_converter(module)
+        synced = converter(module, process_group) if converter is not None else None
+        if synced is None and type(module) in _PLAIN_BATCH_NORMS:
+            synced = nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+        if synced is None:
+            raise ValueError(f"convert_sync_bn_swish: {type(module).__name__} is a BatchNorm subclass with its own "
+                             "behaviour and no known synchronized version; convert it with its framework's "
+                             "converter, or fuse it first with sk.fuse_bn_swish")
+        synced.__dict__["_sk_unsynced"] = module  # not a submodule: kept out of modules() and state_dict
+        return synced
     for name, child in list(module._modules.items()):
         if child is not None:
             module._modules[name] = convert_sync_bn_swish(child, process_group)
@@ -209,27 +222,23 @@ def convert_sync_bn_swish(module: nn.Module, process_group: Optional[Any] = None
 def revert_sync_bn_swish(module: nn.Module) -> nn.Module:
     """Undo synchronization, for saving or single-device evaluation: every SyncBatchNormSwish2d becomes
     the fused class it was converted from (BatchNormSwish2d when fuse_bn_swish made it from an
-    nn.SyncBatchNorm; unfuse_bn_swish then gives an nn.BatchNorm2d), in place; nn.SyncBatchNorm layers made
-    by convert_sync_bn_swish become their original class again, sharing Parameters and buffers. Other
-    nn.SyncBatchNorm layers are left alone (in eval mode and without a process group they compute locally).
-    Returns the module (a new one only when `module` itself was converted from a plain BatchNorm)."""
+    nn.SyncBatchNorm; unfuse_bn_swish then gives an nn.BatchNorm2d), in place; layers that
+    convert_sync_bn_swish replaced are put back (the original objects, holding the current Parameters and
+    buffers). Other nn.SyncBatchNorm layers are left alone (in eval mode and without a process group they
+    compute locally). Returns the module (a different one only when `module` itself was replaced)."""
     if isinstance(module, SyncBatchNormSwish2d):
         module.__class__ = module.__dict__.pop("_sk_unsynced_class", BatchNormSwish2d)
         del module.process_group
         if module.__dict__.get("_sk_unfused_class") is nn.SyncBatchNorm:
             module._sk_unfused_class = nn.BatchNorm2d
         return module
-    original = module.__dict__.get("_sk_unsynced_class")
-    if isinstance(module, nn.SyncBatchNorm) and original is not None:
-        options = {"bias": False} if module.affine and module.bias is None else {}  # torch's bias=False option
-        plain = original(module.num_features, module.eps, module.momentum, module.affine,
-                         module.track_running_stats, **options)
-        for name in ("weight", "bias"):
-            plain._parameters[name] = module._parameters.get(name)
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            plain._buffers[name] = module._buffers.get(name)
-        plain.train(module.training)
-        module = plain
+    original = module.__dict__.pop("_sk_unsynced", None)
+    if original is not None:  # the synchronized copy may have moved (.to(), load_state_dict): take its tensors
+        original._parameters.update({k: module._parameters.get(k) for k in original._parameters})
+        original._buffers.update({k: module._buffers.get(k) for k in original._buffers})
+        original._modules.update({k: module._modules[k] for k in original._modules if k in module._modules})
+        original.train(module.training)
+        module = original
     for name, child in list(module._modules.items()):
         if child is not None:
             module._modules[name] = revert_sync_bn_swish(child)

@@ -146,6 +146,26 @@ def test_convert_and_revert_keep_parameters_buffers_and_keys():
     assert [type(m) for m in model[:3]] == [nn.Conv2d, nn.BatchNorm2d, nn.SiLU]
 
 
+def test_convert_and_revert_a_timm_model_with_unfused_norm_act_layers(gen):
+    """tinynet_e (a small EfficientNet): 21 BatchNormAct2d with SiLU (fused) and 10 without an activation, which
+    timm's own converter makes SyncBatchNormAct; reverting gives back timm's layers, the math unchanged."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("tinynet_e", pretrained=False).double().eval()
+    x = torch.randn(2, 3, 32, 32, generator=gen, dtype=torch.float64)
+    expected, keys = model(x), list(model.state_dict())
+    assert sk.fuse_bn_swish(model, example_inputs=(x,)) == 21
+    model = sk.convert_sync_bn_swish(model)
+    kinds = {type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert kinds == {"SyncBatchNormSwish2d", "SyncBatchNormAct"}
+    torch.testing.assert_close(model(x), expected)
+    assert list(model.state_dict()) == keys
+    model = sk.revert_sync_bn_swish(model)
+    assert sk.unfuse_bn_swish(model) == 21
+    kinds = {type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert kinds == {"BatchNormAct2d"} and list(model.state_dict()) == keys
+    torch.testing.assert_close(model(x), expected)
+
+
 def test_convert_refuses_batchnorm_subclasses_it_does_not_know():
     class ScaledBatchNorm(nn.BatchNorm2d):
         def forward(self, x):

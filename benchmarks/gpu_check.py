@@ -377,9 +377,8 @@ def step_sync_bn(s, seconds):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    device_id = {"device_id": dev} if dev.type == "cuda" else {}
     dist.init_process_group(collective, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
-                            timeout=datetime.timedelta(seconds=60), **device_id)
+                            timeout=datetime.timedelta(seconds=60))  # NCCL takes the device from the tensors
     size = (4, 8, 6, 6) if s.dry_run else (32, 64, 104, 104)
     rows = []
     try:

@@ -1,13 +1,13 @@
 """Which backend runs a call: availability, the reason when one cannot run, and the choice rule.
 
-Rule (DESIGN.md): the `backend=` argument, else $SWISHKERNELS_BACKEND, else the best available for the
-tensor's device. A name the user gave is never swapped for another: if it cannot run here the call
+Rule (ARCHITECTURE.md, "Rules every layer keeps"): the `backend=` argument, else $SWISHKERNELS_BACKEND,
+else the best available for the tensor's device. A name the user gave is never swapped for another: if it cannot run here the call
 raises and says why.
 """
 import importlib
 import importlib.util
 import os
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -83,7 +83,7 @@ def unavailable_reason(backend: str, device_type: str) -> Optional[str]:
     return None
 
 
-def available_backends(device="cuda") -> List[str]:
+def available_backends(device: Union[str, torch.device] = "cuda") -> List[str]:
     """Backends that can run tensors on `device` here and now, best first."""
     device_type = torch.device(device).type
     order = _PREFERENCE.get(device_type, ("reference",))

@@ -1,4 +1,4 @@
-"""The public API contract of DESIGN.md: names, backend choice and its errors, modules, in-place rules."""
+"""The public API contract (README "Use", ARCHITECTURE.md "Rules"): names, backend choice and its errors, modules, in-place rules."""
 import os
 import subprocess
 import sys

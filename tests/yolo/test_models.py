@@ -427,3 +427,17 @@ def test_pan_trains_one_step(restore_threads):
     model.eval()
     with torch.no_grad():
         assert model(x).shape == (2, 3 * (8 * 8 + 4 * 4 + 2 * 2), 7)
+
+
+def test_trainer_options_for_the_knobs():
+    from yolo.train_args import OptionError, parse_explicit, resolve_options
+
+    explicit = parse_explicit(["--scale-xy", "1.2", "--head-bias", "-5", "--activation", "prelu1"])
+    assert explicit == {"scale_xy": 1.2, "head_bias": -5.0, "activation": "prelu1"}
+    opt, _ = resolve_options(explicit)
+    assert (opt.scale_xy, opt.head_bias, opt.activation) == (1.2, -5.0, "prelu1")
+    defaults, _ = resolve_options({})
+    assert defaults.scale_xy is None and defaults.head_bias is None  # the cfg's scale_x_y and the priors
+    for bad in ({"scale_xy": 0.0}, {"scale_xy": float("nan")}, {"head_bias": float("inf")}, {"scale_xy": "big"}):
+        with pytest.raises(OptionError, match=next(iter(bad)).replace("_", "-")):
+            resolve_options(bad)

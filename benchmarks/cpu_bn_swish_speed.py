@@ -25,9 +25,9 @@ import platform
 
 import torch
 import torch.nn as nn
+from timing import alternating_times, keep_freed_memory_mapped
 
 import swishkernels as sk
-from timing import alternating_times, keep_freed_memory_mapped
 
 
 def parse_shape(text):

@@ -7,7 +7,7 @@ Swish are one autograd node that keeps only its input, so the block keeps two, a
 BatchNormMish2d is the same with Mish (YOLOv4-style CSPDarknet blocks).
 """
 import contextlib
-from typing import Optional
+from typing import Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -77,7 +77,7 @@ def unpack_saved_tensor(packed):
 
 
 @contextlib.contextmanager
-def recompute_bn_swish():
+def recompute_bn_swish() -> Iterator[None]:
     """While active, a layer that saves the output of a BatchNormSwish2d(recompute=True) for backward
     (the next convolution, for its weight gradient) keeps a recipe instead: the block's input, already
     saved by the block itself, plus per-channel scale and shift. Backward recomputes the output."""
@@ -90,9 +90,9 @@ class _FusedBatchNormAct2d(nn.BatchNorm2d):
 
     activation = "swish"
 
-    def __init__(self, num_features, eps=1e-5, momentum: Optional[float] = 0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=None, *, backend: Optional[str] = None,
-                 recompute: bool = False):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, device: Optional[Union[torch.device, str]] = None,
+                 dtype: Optional[torch.dtype] = None, *, backend: Optional[str] = None, recompute: bool = False):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.backend = backend
         self.recompute = recompute

@@ -71,6 +71,17 @@ def _scale_shift(mean, invstd, weight, bias):
     return scale, shift
 
 
+def input_gradient_coefficients(scale, invstd, bias, sum_dz, sum_dz_xmu, count):
+    """(coef_z, coef_0) of BatchNorm's input gradient with batch statistics over `count` positions per channel,
+    dx = scale * dz + coef_z * z + coef_0 (= scale * (dz - mean(dz) - xhat * mean(dz * xhat)), xhat = (z - bias) /
+    weight). Written with z rather than x: scale * invstd^2 underflows for inputs near 1e20."""
+    coef_z = -invstd * (sum_dz_xmu * invstd) / count
+    coef_0 = -scale * sum_dz / count
+    if bias is not None:
+        coef_0 = coef_0 - coef_z * bias.to(coef_z.dtype)
+    return coef_z, coef_0
+
+
 def _with_pytorch_finishing(stats, forward, backward_reduce, backward_input) -> BnOpSet:
     """The finishing steps as PyTorch algebra around a backend's reductions (backends without kernels for it)."""
 
@@ -106,11 +117,7 @@ def _with_pytorch_finishing(stats, forward, backward_reduce, backward_input) -> 
         scale, shift = _scale_shift(mean, invstd, weight, bias)
         sum_dz, sum_dz_xmu = backward_reduce(grad_output, x, scale, shift, mean)
         if batch_stats:  # batch statistics depend on x: BatchNorm's full input gradient
-            # dx = scale * (dz - mean(dz) - xhat * mean(dz * xhat)), xhat = (z - bias) / weight
-            coef_z = -invstd * (sum_dz_xmu * invstd) / positions
-            coef_0 = -scale * sum_dz / positions
-            if bias is not None:
-                coef_0 = coef_0 - coef_z * bias.to(coef_z.dtype)
+            coef_z, coef_0 = input_gradient_coefficients(scale, invstd, bias, sum_dz, sum_dz_xmu, positions)
         else:
             coef_z = coef_0 = torch.zeros_like(scale)
         param_dtype = param_dtype or scale.dtype
@@ -342,7 +349,7 @@ def resolve(backend: Optional[str], device: torch.device, activation: str = "swi
     name = backends.resolve(backend, device)
     if name in _OPS:
         return _OPS[name][activation]
-    if backends.chosen_explicitly(backend):
+    if backends.requested(backend) is not None:
         raise RuntimeError(f"swishkernels: the {name} backend has no fused BatchNorm kernels; "
                            f"use one of {[b for b in _OPS if b in backends.available_backends(device.type)]}")
     return _OPS[next(b for b in backends.available_backends(device.type) if b in _OPS)][activation]

@@ -11,9 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
-from swishkernels import bn_swish_ops
-
 from helpers import randn
+from swishkernels import bn_swish_ops
 
 BN_BACKENDS = [b for b in sk.available_backends("cpu") if b in bn_swish_ops._OPS]
 MODULES = {"swish": (sk.BatchNormSwish2d, F.silu), "mish": (sk.BatchNormMish2d, F.mish)}
@@ -131,7 +130,8 @@ def test_raw_triton_op_on_cpu_without_interpreter_names_triton_interpret():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = ("import torch, swishkernels\n"
             "x, s = torch.randn(2, 3, 4, 4), torch.ones(3)\n"
-            "for op in (torch.ops.swishkernels.triton_bn_swish_forward, torch.ops.swishkernels.triton_bn_mish_forward):\n"
+            "ops = torch.ops.swishkernels\n"
+            "for op in (ops.triton_bn_swish_forward, ops.triton_bn_mish_forward):\n"
             "    try:\n"
             "        op(x, s, s)\n"
             "    except RuntimeError as e:\n"

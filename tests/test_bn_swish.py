@@ -1,6 +1,5 @@
 """Fused BatchNorm2d + Swish / Mish against nn.BatchNorm2d + F.silu / F.mish, fuse_bn_swish, and the memory
 targets."""
-import contextlib
 
 import pytest
 import torch
@@ -8,9 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
-from swishkernels import bn_swish, bn_swish_ops
-
 from helpers import randn, saved_activation_bytes
+from swishkernels import bn_swish, bn_swish_ops
 
 BN_BACKENDS = [b for b in sk.available_backends("cpu") if b in bn_swish_ops._OPS]
 OPTIONS = {

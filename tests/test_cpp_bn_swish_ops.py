@@ -1,7 +1,7 @@
 """The compiled BatchNorm+activation ops (csrc/bn_swish_ops.cpp, torch.ops.swishkernels.bn_swish_* and
-bn_mish_*) called directly: against the reference backend's math in float64 for every dtype and layout, bitwise equal
-results on any number of threads, every CPU instruction set, argument errors. Module-level behaviour (vs nn.BatchNorm2d + F.silu,
-gradcheck, opcheck) is covered for the `cpu` backend by tests/test_bn_swish.py."""
+bn_mish_*) called directly: against the reference backend's math in float64 for every dtype and layout, bitwise
+equal results on any number of threads, every CPU instruction set, argument errors. Module-level behaviour (vs
+nn.BatchNorm2d + F.silu / F.mish, gradcheck, opcheck) is covered for the `cpu` backend by tests/test_bn_swish.py."""
 import importlib.util
 import os
 

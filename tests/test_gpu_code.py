@@ -14,9 +14,8 @@ import pytest
 import torch
 
 import swishkernels as sk
-from tools import gpu_code
-
 from helpers import randn
+from tools import gpu_code
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_KERNELS = {name for name in gpu_code.KERNELS}

@@ -123,7 +123,8 @@ class Trainer:
         from yolo.cfg_parser import CfgError
 
         try:
-            model = Darknet(opt.cfg, num_classes=self.nc, activation=opt.activation)
+            model = Darknet(opt.cfg, num_classes=self.nc, activation=opt.activation, scale_xy=opt.scale_xy,
+                            head_bias=opt.head_bias)
         except (FileNotFoundError, CfgError) as e:
             raise OptionError(f"--cfg: {e}") from None
         if opt.weights and self.ckpt is None:  # a resumed run restores its own weights
@@ -131,6 +132,11 @@ class Trainer:
         if opt.fuse_bn and not fuse_bn_swish(model, recompute=opt.fuse_bn_recompute):
             raise OptionError(f"--fuse-bn: {opt.cfg} with activation {model.activation_name!r} has no BatchNorm2d "
                               "followed by Swish/SiLU; add --activation swish (or silu)")
+        if opt.sync_bn:
+            try:
+                model = ddp.sync_batch_norm(model, info, self.device)
+            except ValueError as e:
+                raise OptionError(f"--sync-bn: {e}") from None
         self.model = model.to(self.device)
         if opt.batch_size % info.world_size:
             raise OptionError(f"--batch-size {opt.batch_size} must be a multiple of the {info.world_size} processes")
@@ -387,6 +393,7 @@ class Trainer:
     def describe(self):
         opt = self.opt
         fused = ", BN fused" + (" + recompute" if opt.fuse_bn_recompute else "") if opt.fuse_bn else ""
+        fused += ", BN synchronized" if opt.sync_bn and self.info.enabled else ""
         parts = [f"{opt.cfg} ({self.model.activation_name}{fused})", f"{self.nc} classes", f"device {self.device}",
                  f"batch {opt.batch_size} x accumulate {self.accumulate}", f"img {opt.img_size}",
                  f"{opt.optimizer}", f"amp {'on' if self.amp else 'off'}",

@@ -115,7 +115,8 @@ def _accumulate(acc_a, acc_b, x_ptr, dy_ptr, offsets, mask, scale, shift, mean, 
 
 @triton.jit
 def _accumulate_rows(acc_a, acc_b, x_ptr, dy_ptr, r, row_ok, c, c_ok, cols, C, inner, row_stride, scale, shift,
-                     mean, BACKWARD: tl.constexpr, ACT: tl.constexpr, CL: tl.constexpr, COL_MASK: tl.constexpr, BLOCK_K: tl.constexpr,
+                     mean, BACKWARD: tl.constexpr, ACT: tl.constexpr, CL: tl.constexpr, COL_MASK: tl.constexpr,
+                     BLOCK_K: tl.constexpr,
                      FP64: tl.constexpr, FAST: tl.constexpr, MASKED_ROWS: tl.constexpr):
     """Rows r (a [BLOCK_R] block) into the accumulators: their channels (CL) or all their positions (NCHW,
     whole column blocks unmasked, then the partial one)."""
@@ -140,8 +141,9 @@ def _accumulate_rows(acc_a, acc_b, x_ptr, dy_ptr, r, row_ok, c, c_ok, cols, C, i
 @triton.jit
 def _channel_reduce(x_ptr, dy_ptr, scale_ptr, shift_ptr, mean_ptr, invstd_ptr, out_a_ptr, out_b_ptr,
                     C, inner, outer, ROWS_PER_PROGRAM,
-                    BACKWARD: tl.constexpr, ACT: tl.constexpr, SAMPLE_SHIFT: tl.constexpr, AFFINE: tl.constexpr, CL: tl.constexpr,
-                    COL_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, INT64: tl.constexpr, FP64: tl.constexpr,
+                    BACKWARD: tl.constexpr, ACT: tl.constexpr, SAMPLE_SHIFT: tl.constexpr, AFFINE: tl.constexpr,
+                    CL: tl.constexpr, COL_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+                    INT64: tl.constexpr, FP64: tl.constexpr,
                     FAST: tl.constexpr):
     """Partial per-channel sums over rows [split * ROWS_PER_PROGRAM, +ROWS_PER_PROGRAM) of the storage,
     written to out_a/out_b[split, c]. Stats (BACKWARD=False): sums of d and d^2, d = (x - x[sample 0, c]) * factor
@@ -201,15 +203,15 @@ def _channel_reduce(x_ptr, dy_ptr, scale_ptr, shift_ptr, mean_ptr, invstd_ptr, o
         if INT64:
             r = r.to(tl.int64)
         acc_a, acc_b = _accumulate_rows(acc_a, acc_b, x_ptr, dy_ptr, r, r < row_end, c, c_ok, cols, C, inner,
-                                        row_stride, scale, shift, mean, BACKWARD, ACT, CL, COL_MASK, BLOCK_K, FP64, FAST,
-                                        False)
+                                        row_stride, scale, shift, mean, BACKWARD, ACT, CL, COL_MASK, BLOCK_K, FP64,
+                                        FAST, False)
     if full_end < row_end:  # the partial row block
         r = full_end + rows
         if INT64:
             r = r.to(tl.int64)
         acc_a, acc_b = _accumulate_rows(acc_a, acc_b, x_ptr, dy_ptr, r, r < row_end, c, c_ok, cols, C, inner,
-                                        row_stride, scale, shift, mean, BACKWARD, ACT, CL, COL_MASK, BLOCK_K, FP64, FAST,
-                                        True)
+                                        row_stride, scale, shift, mean, BACKWARD, ACT, CL, COL_MASK, BLOCK_K, FP64,
+                                        FAST, True)
     out = split * C + c
     if CL:
         tl.store(out_a_ptr + out, tl.sum(acc_a, axis=0), mask=c_ok)

@@ -62,7 +62,8 @@ def _reduction_plan(x):
     rows_per_program = triton.cdiv(triton.cdiv(outer, splits), block_r) * block_r
     splits = triton.cdiv(outer, rows_per_program)
     # COL_MASK: channels_last tiles need a channel mask only when C is not a multiple of their width.
-    constexprs = dict(CL=channels_last, COL_MASK=channels_last and channels % block_k != 0, BLOCK_R=block_r, BLOCK_K=block_k, **_common(x))
+    constexprs = dict(CL=channels_last, COL_MASK=channels_last and channels % block_k != 0, BLOCK_R=block_r,
+                      BLOCK_K=block_k, **_common(x))
     return (c_blocks, splits), (channels, inner, outer, rows_per_program), constexprs
 
 

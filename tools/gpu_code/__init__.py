@@ -22,8 +22,15 @@ from .builds import collect, compile_record, full_matrix, representative, triton
 from .checks import allowance, check
 from .cuda import _CUDA_OPS, cuda_builds, nvcc  # noqa: F401  (_CUDA_OPS: tests read it)
 from .launches import BN_SHAPES, DTYPES, ELEMENTWISE_NUMEL, KERNELS, elements_per_thread, kernel_label, launches
-from .machine import (H100, H200, MIN_PROGRAMS_PER_SM, Machine, instruction_budget, max_instructions_per_element,
-                      resident_programs)
+from .machine import (
+                      H100,
+                      H200,
+                      MIN_PROGRAMS_PER_SM,
+                      Machine,
+                      instruction_budget,
+                      max_instructions_per_element,
+                      resident_programs,
+)
 from .sass import Sass, count_issued, disassemble, global_accesses, hot_path, parse_resources, parse_sass
 
 __all__ = ["ELEMENT_SIZE", "Build", "analyse", "collect", "compile_record", "full_matrix", "representative",

@@ -3,6 +3,7 @@ documented allowances where it may fall short."""
 from .analysis import Build
 from .machine import MIN_PROGRAMS_PER_SM
 
+
 # Where a build is allowed short of the targets, how far, and why. Everything else must meet them.
 # (The factors are upper bounds just above what the compilers give today, so a regression still fails.)
 def allowance(build):

@@ -76,6 +76,7 @@ def _tensor(shape, dtype, offset=0, channels_last=False):
 def launches(group, dtype, case):
     """(label, record) of every kernel our launchers start for one group (a launcher module's entry points)."""
     import torch
+
     from swishkernels.triton import launch
     calls = []
     if group == "elementwise":

@@ -83,6 +83,14 @@ def unavailable_reason(backend: str, device_type: str) -> Optional[str]:
     return None
 
 
+def check_runnable(backend: str, device_type: str, what: str) -> None:
+    """A raw op of `backend` called on a tensor it cannot run says why in our words (not Triton's "0 active
+    drivers" for a CPU tensor without the interpreter)."""
+    reason = unavailable_reason(backend, device_type)
+    if reason is not None:
+        raise RuntimeError(f"swishkernels: {what} cannot run {device_type} tensors: {reason}")
+
+
 def available_backends(device: Union[str, torch.device] = "cuda") -> List[str]:
     """Backends that can run tensors on `device` here and now, best first."""
     device_type = torch.device(device).type

@@ -172,9 +172,7 @@ def _device_check(prefix: str, x: torch.Tensor) -> None:
     """A raw op called where its backend cannot run (a Triton op on a CPU tensor without the interpreter)
     says so in the project's words, not in the backend's ("0 active drivers")."""
     if prefix == "triton":
-        reason = backends.unavailable_reason("triton", x.device.type)
-        if reason is not None:
-            raise RuntimeError(f"swishkernels: the triton BatchNorm ops cannot run {x.device.type} tensors: {reason}")
+        backends.check_runnable("triton", x.device.type, "the triton BatchNorm ops")
 
 
 def _define_stats_op(prefix: str, impl):

@@ -131,13 +131,15 @@ def test_raw_triton_op_on_cpu_without_interpreter_names_triton_interpret():
     code = ("import torch, swishkernels\n"
             "x, s = torch.randn(2, 3, 4, 4), torch.ones(3)\n"
             "ops = torch.ops.swishkernels\n"
-            "for op in (ops.triton_bn_swish_forward, ops.triton_bn_mish_forward):\n"
+            "calls = [lambda: ops.triton_bn_swish_forward(x, s, s), lambda: ops.triton_bn_mish_forward(x, s, s),\n"
+            "         lambda: ops.triton_swish_forward(x), lambda: ops.triton_mish_backward(x, x)]\n"
+            "for call in calls:\n"
             "    try:\n"
-            "        op(x, s, s)\n"
+            "        call()\n"
             "    except RuntimeError as e:\n"
             "        print('ERROR', e)\n")
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     errors = [line for line in p.stdout.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 2, p.stdout + p.stderr
+    assert len(errors) == 4, p.stdout + p.stderr
     for line in errors:
         assert "TRITON_INTERPRET=1" in line and "active drivers" not in line, line

@@ -43,8 +43,9 @@ def _fast(x):
     return dict(FAST=fast_math(x.dtype))
 
 
-def _reduction_plan(x):
-    """(grid, rows per program, constexprs) of a per-channel reduction over x."""
+def _reduction_plan(x, heavy=False):
+    """(grid, rows per program, constexprs) of a per-channel reduction over x. heavy: math that needs more
+    registers per element (Mish's backward): NCHW tiles are halved, as for unaligned rows."""
     channels, inner, positions = _layout.channel_geometry(x)
     outer = positions // inner
     tile = _block_size(x.dtype)
@@ -54,7 +55,7 @@ def _reduction_plan(x):
         block_r = max(tile // block_k, 1)
         c_blocks = triton.cdiv(channels, block_k)
     else:  # rows are the samples of one channel
-        if inner % 16:  # rows start unaligned: scalar loads, so half the tile keeps sm_80 from spilling
+        if inner % 16 or heavy:  # unaligned rows (scalar loads) or Mish's f': half the tile keeps sm_80 from spilling
             tile //= 2
         block_r, block_k = _tile_shape(outer, inner, tile)
         c_blocks = channels
@@ -84,7 +85,7 @@ def _stats_partials(x, shift, factor):
 
 def _backward_partials(grad_output, x, a, b, mean, activation, invstd=None, affine=-1):
     """affine < 0: a, b are scale and shift; else weight and bias (bit 0, bit 1: present), with invstd."""
-    grid, sizes, constexprs = _reduction_plan(x)
+    grid, sizes, constexprs = _reduction_plan(x, heavy=activation == "mish")
     partial_dz, partial_dzx = _partials(x, grid[1])
     bn_kernels.bn_act_backward_reduce_kernel[grid](grad_output, x, a, b, mean, mean if invstd is None else invstd,
                                                    partial_dz, partial_dzx, *sizes, AFFINE=affine,

@@ -53,7 +53,7 @@ class BatchNormActFunction(torch.autograd.Function):
                 None, None, None, None, None, None, None)
 
 
-# Outputs of BatchNormSwish2d / BatchNormMish2d modules in recompute mode -> how to recompute them from the saved input.
+# Outputs of BatchNormSwish2d / BatchNormMish2d modules in recompute mode -> how to recompute them from their input.
 _RECOMPUTABLE = WeakTensorKeyDictionary()
 
 
@@ -86,9 +86,10 @@ def recompute_bn_swish() -> Iterator[None]:
 
 
 class _FusedBatchNormAct2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d followed by `activation`, fused; the subclasses below name the activation."""
+    """nn.BatchNorm2d followed by an activation, fused. Subclasses name the activation (bn_swish_ops.ACTIVATIONS)
+    and give its PyTorch form for the special paths."""
 
-    activation = "swish"
+    activation: str
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device: Optional[Union[torch.device, str]] = None,
@@ -98,7 +99,8 @@ class _FusedBatchNormAct2d(nn.BatchNorm2d):
         self.recompute = recompute
 
     def _pytorch_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.mish(nn.BatchNorm2d.forward(self, x))
+        """nn.BatchNorm2d.forward then the activation, with PyTorch's ops (torch.func, forward AD, ONNX, tracing)."""
+        raise NotImplementedError
 
     def _check_input(self, x: torch.Tensor, use_batch_stats: bool) -> None:
         """The errors PyTorch's batch_norm gives, in one line, before any kernel sees x."""
@@ -158,3 +160,6 @@ class BatchNormMish2d(_FusedBatchNormAct2d):
     running-statistics updates. `recompute=True` marks outputs for `recompute_bn_swish`."""
 
     activation = "mish"
+
+    def _pytorch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.mish(nn.BatchNorm2d.forward(self, x))

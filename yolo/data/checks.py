@@ -27,25 +27,50 @@ def find_image_files(folder):
     return sorted(found)
 
 
-def exif_orientation(im):
-    """The EXIF orientation tag (1..8) of an open image, 1 if it has none."""
+def exif_orientation(im, decoded=False):
+    """The EXIF orientation tag (1..8) of an open image, 1 if it has none. A PNG not yet decoded is searched
+    for its eXIf chunk by skipping from chunk to chunk (Pillow would decode the image to find one after IDAT)."""
     try:
-        value = im.getexif().get(EXIF_ORIENTATION, 1)
+        if im.format == "PNG" and not decoded:
+            raw = im.info.get("exif") or _png_exif_chunk(im.filename)
+            exif = Image.Exif()
+            if raw:
+                exif.load(raw)
+        else:
+            exif = im.getexif()
+        value = exif.get(EXIF_ORIENTATION, 1)
     except Exception:  # a damaged EXIF block: Pillow's exif_transpose ignores it too, and so do we
         return 1
     return value if value in range(1, 9) else 1
 
 
-def displayed_size(im):
+def _png_exif_chunk(path):
+    """The data of a PNG file's eXIf chunk, or None; reads only the 8-byte chunk headers."""
+    with open(path, "rb") as f:
+        f.seek(8)  # the PNG signature
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"eXIf":
+                return f.read(length)
+            if kind == b"IEND":
+                return None
+            f.seek(length + 4, 1)  # data and CRC
+
+
+def displayed_size(im, decoded=False):
     """(w, h) as the image is shown: its EXIF orientation applied (labels are drawn on that frame)."""
     w, h = im.size
-    return (h, w) if exif_orientation(im) >= 5 else (w, h)
+    return (h, w) if exif_orientation(im, decoded) >= 5 else (w, h)
 
 
 def to_rgb(im, path):
     """An open image as the RGB uint8 array it displays as: EXIF orientation applied; 16-bit grey (depth,
     thermal, medical) scaled 0..65535 -> 0..255 rather than clipped at 255; float images refused."""
-    if exif_orientation(im) != 1:
+    im.load()  # before reading the orientation: a PNG may keep its EXIF after the pixels
+    if exif_orientation(im, decoded=True) != 1:
         im = ImageOps.exif_transpose(im)
     if im.mode in SIXTEEN_BIT_MODES:
         values = np.asarray(im)
@@ -108,11 +133,11 @@ def check_image(path, decode=False):
     try:
         with Image.open(path) as im:
             _refuse_float(im, path)
-            size = displayed_size(im)
             if decode:
                 to_rgb(im, path)
             else:
-                im.verify()
+                im.verify()  # must come first after open (PNG)
+            size = displayed_size(im, decoded=decode)
     except DataError:
         raise
     except FileNotFoundError:

@@ -161,3 +161,14 @@ def test_corrupt_image_in_a_worker_gives_the_same_one_line_error(tmp_path):
             next(iter(loader))
         messages.append(str(e.value))
     assert messages[0] == messages[1] and "b.jpg" in messages[1] and "\n" not in messages[1]
+
+
+def test_trainer_runs_on_a_darknet_data_file(darknet, tmp_path):
+    from yolo.train import main
+
+    assert main(["--data", "data/tiny.data", "--img-size", "64", "--batch-size", "2", "--epochs", "1", "--device",
+                 "cpu", "--project", str(tmp_path / "runs"), "--no-verbose"]) == 0
+    from yolo.utils.checkpoint import load_checkpoint
+
+    last = load_checkpoint(tmp_path / "runs/exp/weights/last.pt")
+    assert last["names"] == ["red", "green"] and last["opt"]["data"] == str(darknet[0])  # absolute: resumable

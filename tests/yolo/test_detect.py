@@ -171,3 +171,25 @@ def test_exif_rotated_photo_gets_boxes_in_the_displayed_frame(images, tmp_path):
     assert np.abs(np.array([g[1:] for g in got]) - np.array([e[1:] for e in expected])).max() <= 2 * max(w, h) / 96
     with Image.open(tmp_path / "out/phone.jpg") as drawn:
         assert drawn.size == (w, h)
+
+
+def test_unreadable_sub_folder_of_the_source_is_an_error(images, tmp_path, monkeypatch, capsys):
+    from fs_faults import Denied
+
+    from yolo.data import DataError
+    from yolo.detect import find_images
+
+    (tmp_path / "src" / "more").mkdir(parents=True)
+    for target in (tmp_path / "src" / "x.png", tmp_path / "src" / "more" / "y.png"):
+        target.write_bytes((images / "wide.png").read_bytes())
+    faults = Denied(monkeypatch)
+    try:
+        faults.unreadable_path(tmp_path / "src" / "more")
+        with pytest.raises(DataError) as e:
+            find_images(str(tmp_path / "src"))
+        assert str(tmp_path / "src" / "more") in str(e.value) and "ermission denied" in str(e.value)
+        assert main(["--weights", "unused.pt", "--source", str(tmp_path / "src"), "--project", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and str(tmp_path / "src" / "more") in err
+    finally:
+        faults.restore()

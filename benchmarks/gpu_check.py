@@ -1,4 +1,4 @@
-"""The one prepared script for a lent GPU (DESIGN.md, "A lent GPU"): everything worth knowing in <= 5 minutes.
+"""The one prepared script for a lent GPU (ARCHITECTURE.md, "Measuring"): everything worth knowing in <= 5 minutes.
 
     python benchmarks/gpu_check.py                 # on the GPU machine; writes to $OUT (or --out)
     python benchmarks/gpu_check.py --dry-run --out /tmp/gc   # on a CPU: every step at toy size, < 2 minutes

@@ -5,12 +5,12 @@
     sk.available_backends("cuda")
 """
 from . import reference
+from ._version import __version__
 from .autograd import MishFunction, SwishFunction
 from .backends import available_backends
 from .functional import mish, swish
 from .modules import Mish, Swish, replace_activations
 
-__version__ = "0.1.0"
 __all__ = [
     "swish", "mish", "Swish", "Mish", "SwishFunction", "MishFunction",
     "available_backends", "replace_activations", "reference",

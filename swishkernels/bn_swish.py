@@ -6,7 +6,7 @@ Swish are one autograd node that keeps only its input, so the block keeps two, a
 `recompute_bn_swish` the next layer's copy of the output is recomputed in backward instead of kept: one.
 """
 import contextlib
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -75,7 +75,7 @@ def unpack_saved_tensor(packed):
 
 
 @contextlib.contextmanager
-def recompute_bn_swish():
+def recompute_bn_swish() -> Iterator[None]:
     """While active, a layer that saves the output of a BatchNormSwish2d(recompute=True) for backward
     (the next convolution, for its weight gradient) keeps a recipe instead: the block's input, already
     saved by the block itself, plus per-channel scale and shift. Backward recomputes the output."""

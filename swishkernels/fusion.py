@@ -15,10 +15,11 @@ original), so the activation is not applied twice. `unfuse_bn_swish` reverses bo
 """
 import importlib
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
 
 from . import bn_swish, fusion_trace
 from .bn_swish import BatchNormSwish2d
@@ -154,7 +155,7 @@ def _pair_problem(bn, record, trace: fusion_trace.Trace) -> Optional[str]:
 
 
 def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[str] = None, *,
-                  example_inputs=None, verbose: bool = False) -> FusionReport:
+                  example_inputs: Optional[Any] = None, verbose: bool = False) -> FusionReport:
     """Fuse every BatchNorm2d -> Swish/SiLU pair of `model` into BatchNormSwish2d, in place.
 
     Works on any module structure (nn.Sequential, blocks that call `bn`/`act` by attribute, one SiLU shared
@@ -224,7 +225,7 @@ def unfuse_bn_swish(model: nn.Module) -> int:
     return restored
 
 
-def recompute_in_forward(model: nn.Module):
+def recompute_in_forward(model: nn.Module) -> Tuple[RemovableHandle, RemovableHandle]:
     """Run every forward of `model` inside sk.recompute_bn_swish() (for trainers whose loop you do not
     write). Returns the hook handles; call .remove() on both to stop."""
     active = []

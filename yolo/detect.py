@@ -2,7 +2,8 @@
 or a glob such as 'photos/*.jpg').
 
 Writes to runs/detect/exp{,2,...} (--project/--name, like the trainer): each image with its boxes and labels
-drawn (as <stem>.jpg, sub-folders of the source kept), and per image a labels/<stem>.txt (YOLO txt: `cls xc yc w h conf`, normalized to the original image)
+drawn (as <stem>.jpg, sub-folders of the source kept; images that differ only in extension keep it: a.png ->
+a.png.jpg), and per image a labels/<stem>.txt (YOLO txt: `cls xc yc w h conf`, normalized to the original image)
 or with --save-format json a labels/<stem>.json ([{class, name, confidence, box: [x1, y1, x2, y2] pixels}]).
 Boxes are in the original image's pixels: the letterbox is undone.
 """
@@ -113,7 +114,7 @@ def draw(img, det, names, path):
     draw_mosaic(tensor, boxes, path, names, max_size=max(img.shape[:2]))
 
 
-def output_stems(files):
+def output_stems(files: "list[Path]") -> "dict[Path, Path]":
     """{image path: output path without suffix}, one distinct stem per image, so no result overwrites another.
 
     The images' sub-folders below their common folder are kept (a/x.png, b/x.png); images of one folder that

@@ -11,7 +11,6 @@ Programmatic use (one call per experiment): `yolo.train.run(cfg="yolov3-tiny", a
 epochs=3, verbose=False)` returns a dict of final metrics, time per epoch, peak memory and the run folder.
 """
 import math
-import os
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -68,12 +67,12 @@ def train(opt=None, callbacks=None, **options):
             ddp.cleanup_distributed(info)
 
 
-def check_backend_env(device):
+def check_backend_env(device: torch.device) -> None:
     """$SWISHKERNELS_BACKEND, when set, must name a backend that runs on `device`: checked here, before the
     run folder is made, not at the first batch."""
-    from swishkernels.backends import ENV_VAR, resolve
+    from swishkernels.backends import ENV_VAR, requested, resolve
 
-    name = os.environ.get(ENV_VAR)
+    name = requested(None)
     if name:
         try:
             resolve(None, device)
@@ -96,7 +95,7 @@ def load_run_hyp(path, optimizer):
     return hyp
 
 
-def check_finite_weights(epoch, models):
+def check_finite_weights(epoch: int, models: "dict[str, torch.nn.Module]") -> None:
     """FloatingPointError if a model holds NaN or inf (a diverged step), before anything is evaluated or saved."""
     for what, model in models.items():
         bad = sum(int((~torch.isfinite(t)).sum()) for t in model.state_dict().values() if t.is_floating_point())
@@ -105,7 +104,7 @@ def check_finite_weights(epoch, models):
                                      "lower lr0 or raise warmup_epochs (--hyp), or check the data")
 
 
-def check_finite_metrics(epoch, metrics):
+def check_finite_metrics(epoch: int, metrics: dict) -> None:
     losses = {k: metrics[k] for k in ("box_loss", "obj_loss", "cls_loss") if k in metrics}
     if not all(math.isfinite(float(v)) for v in losses.values()):
         raise FloatingPointError(f"training diverged in epoch {epoch}: validation losses {losses}; lower lr0 or "

@@ -12,8 +12,14 @@ from pathlib import Path
 
 import torch
 
-from yolo.darknet_weights import (WeightsError, cutoff_from_name, infer_num_classes, load_darknet_weights,
-                                  read_weights_file, save_darknet_weights)
+from yolo.darknet_weights import (
+    WeightsError,
+    cutoff_from_name,
+    infer_num_classes,
+    load_darknet_weights,
+    read_weights_file,
+    save_darknet_weights,
+)
 
 DARKNET_SUFFIXES = (".weights",)
 

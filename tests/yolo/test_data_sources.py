@@ -4,9 +4,9 @@ read by DataLoader workers."""
 import numpy as np
 import pytest
 import torch
+from fs_faults import Denied
 from PIL import Image
 
-from fs_faults import Denied
 from yolo.data import DataError, MissingDataError, create_dataloader, create_dataset, load_data_config
 
 W, H = 80, 60
@@ -82,7 +82,8 @@ def test_darknet_paths_relative_to_the_data_file_when_run_elsewhere(darknet, tmp
     monkeypatch.chdir(tmp_path)
     cfg = load_data_config(data.parent / "here.data")
     assert cfg["names"] == ["red", "green"]
-    assert [s.path for s in create_dataset(cfg["train"], cfg["names"], 64, False, None).samples] == list(map(str, train))
+    samples = create_dataset(cfg["train"], cfg["names"], 64, augment=False, hyp=None).samples
+    assert [s.path for s in samples] == list(map(str, train))
 
 
 @pytest.mark.parametrize("edit, named", [

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fs_faults import Denied
 from matplotlib.figure import Figure
 from PIL import Image
 
-from fs_faults import Denied
 from yolo import detect as detect_cli
 from yolo import train as train_mod
 from yolo import weights as weights_cli

@@ -14,7 +14,7 @@ EXIF_ORIENTATION = 0x0112       # 1 = as stored; 5..8 turn the image by 90 degre
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")   # "I": 32-bit ints, accepted holding 0..65535
 
 
-def find_image_files(folder):
+def find_image_files(folder: "str | os.PathLike") -> "list[str]":
     """Image files under `folder` (sub-folders included), sorted; a sub-folder that cannot be listed is a
     DataError naming it (Path.rglob would skip it without a word, and its images with it)."""
     def refuse(error):
@@ -27,7 +27,7 @@ def find_image_files(folder):
     return sorted(found)
 
 
-def exif_orientation(im, decoded=False):
+def exif_orientation(im: Image.Image, decoded: bool = False) -> int:
     """The EXIF orientation tag (1..8) of an open image, 1 if it has none. A PNG not yet decoded is searched
     for its eXIf chunk by skipping from chunk to chunk (Pillow would decode the image to find one after IDAT)."""
     try:
@@ -60,13 +60,13 @@ def _png_exif_chunk(path):
             f.seek(length + 4, 1)  # data and CRC
 
 
-def displayed_size(im, decoded=False):
+def displayed_size(im: Image.Image, decoded: bool = False) -> "tuple[int, int]":
     """(w, h) as the image is shown: its EXIF orientation applied (labels are drawn on that frame)."""
     w, h = im.size
     return (h, w) if exif_orientation(im, decoded) >= 5 else (w, h)
 
 
-def to_rgb(im, path):
+def to_rgb(im: Image.Image, path: "str | os.PathLike") -> np.ndarray:
     """An open image as the RGB uint8 array it displays as: EXIF orientation applied; 16-bit grey (depth,
     thermal, medical) scaled 0..65535 -> 0..255 rather than clipped at 255; float images refused."""
     im.load()  # before reading the orientation: a PNG may keep its EXIF after the pixels

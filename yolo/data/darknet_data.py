@@ -18,13 +18,13 @@ from .errors import DataError, MissingDataError
 SPLIT_KEYS = {"train": "train", "val": "valid"}   # our split name -> the darknet key
 
 
-def looks_like_darknet(text):
+def looks_like_darknet(text: str) -> bool:
     """True if every non-blank, non-comment line is `key=value` (YAML would read the file as one string)."""
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     return bool(lines) and all("=" in line and ":" not in line.partition("=")[0] for line in lines)
 
 
-def parse_options(text, path):
+def parse_options(text: str, path: Path) -> "dict[str, tuple[str, int]]":
     """`key=value` lines -> {key: (value, line number)}; DataError naming the line otherwise."""
     options = {}
     for n, line in enumerate(text.splitlines(), 1):
@@ -38,7 +38,7 @@ def parse_options(text, path):
     return options
 
 
-def find_path(value, key, path, must_exist=True):
+def find_path(value: str, key: str, path: Path, must_exist: bool = True) -> Path:
     """A path written in the .data file: absolute, else in the current folder, else beside the .data file."""
     p = Path(value).expanduser()
     candidates = [p] if p.is_absolute() else [Path.cwd() / p, path.parent / p]
@@ -51,7 +51,7 @@ def find_path(value, key, path, must_exist=True):
     return candidates[0].resolve()
 
 
-def read_names(value, path):
+def read_names(value: str, path: Path) -> "list[str]":
     names_file = find_path(value, "names", path)
     try:
         text = names_file.read_text()
@@ -64,7 +64,7 @@ def read_names(value, path):
     return names
 
 
-def read_darknet_data(text, path, splits):
+def read_darknet_data(text: str, path: "str | Path", splits: "tuple[str, ...]") -> dict:
     """The data config ({path, yaml, names, nc, train, val}) of a .data file's text; only `splits` must exist."""
     path = Path(path)
     options = parse_options(text, path)

@@ -173,3 +173,14 @@ def test_trainer_runs_on_a_darknet_data_file(darknet, tmp_path):
 
     last = load_checkpoint(tmp_path / "runs/exp/weights/last.pt")
     assert last["names"] == ["red", "green"] and last["opt"]["data"] == str(darknet[0])  # absolute: resumable
+
+
+def test_bad_darknet_data_file_on_the_command_line_is_one_line(darknet, tmp_path, capsys):
+    from yolo.train import main
+
+    data, _, _ = darknet
+    data.write_text(data.read_text().replace("names=data/tiny.names", "names=data/nope.names"))
+    assert main(["--data", "data/tiny.data", "--project", str(tmp_path / "runs"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "tiny.data: names=data/nope.names: not found" in err
+    assert not (tmp_path / "runs").exists()

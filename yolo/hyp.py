@@ -9,6 +9,7 @@ import yaml
 
 DEFAULT_HYP = {
     "giou": 3.54,  # GIoU box loss gain
+    "giou_pow": 1.0,  # box loss (1 - GIoU) ** giou_pow (the seed thread's row 7 squares it: 2)
     "cls": 37.4,  # class BCE loss gain
     "cls_pw": 1.0,  # class BCE positive weight
     "obj": 64.3,  # objectness BCE loss gain
@@ -35,7 +36,8 @@ DEFAULT_HYP = {
 # a probability above 1 is not one.
 INF = float("inf")
 RANGES = {
-    "giou": (0, INF, True, False), "cls": (0, INF, True, False), "obj": (0, INF, True, False),
+    "giou": (0, INF, True, False), "giou_pow": (1, INF, True, False), "cls": (0, INF, True, False),
+    "obj": (0, INF, True, False),
     "cls_pw": (0, INF, False, False), "obj_pw": (0, INF, False, False),
     "iou_t": (0, 1, False, True),
     "lr0": (0, INF, False, False), "lrf": (0, 1, False, True),

@@ -160,7 +160,8 @@ class Trainer:
         from yolo.cfg_parser import CfgError
 
         try:
-            model = Darknet(opt.cfg, num_classes=self.nc, activation=opt.activation)
+            model = Darknet(opt.cfg, num_classes=self.nc, activation=opt.activation, scale_xy=opt.scale_xy,
+                            head_bias=opt.head_bias)
         except (FileNotFoundError, CfgError) as e:
             raise OptionError(f"--cfg: {e}") from None
         if opt.weights and self.ckpt is None:  # a resumed run restores its own weights

@@ -137,7 +137,8 @@ def build_model(weights, cfg=None, num_classes=None, activation=None, device="cp
             info = {"cfg": str(cfg), "nc": nc, "names": None, "opt": {}, "hyp": None, "activation": activation}
         elif num_classes is not None and num_classes != info["nc"]:
             raise WeightsError(f"{weights}: trained for {info['nc']} classes, not {num_classes}")
-        model = Darknet(info["cfg"], num_classes=info["nc"], activation=activation or info.get("activation"))
+        model = Darknet(info["cfg"], num_classes=info["nc"], activation=activation or info.get("activation"),
+                        scale_xy=info["opt"].get("scale_xy"))  # it decodes boxes: not in the weights
         transfer(model, state, weights, fresh_heads=False)  # built from the file's own description: all fit
     model.names = info.get("names")
     return model.to(device).eval(), info

@@ -119,7 +119,8 @@ def load_model(path, device="cpu", use_ema=True):
     from yolo.models import Darknet
 
     ckpt = load_checkpoint(path)
-    model = Darknet(ckpt["cfg"], num_classes=ckpt["nc"], activation=ckpt.get("activation"))
+    model = Darknet(ckpt["cfg"], num_classes=ckpt["nc"], activation=ckpt.get("activation"),
+                    scale_xy=(ckpt.get("opt") or {}).get("scale_xy"))  # it decodes boxes: not in the weights
     weights = ckpt["ema"]["model"] if use_ema or "model" not in ckpt else ckpt["model"]  # best.pt: EMA only
     model.load_state_dict(weights)
     model.names = ckpt.get("names")

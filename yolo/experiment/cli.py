@@ -127,8 +127,13 @@ def run_experiment(args, device, t0: float) -> int:
     from yolo.data import DataError, load_data_config
     from yolo.train_args import OptionError
 
+    from yolo.utils.errors import error_line, report
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only or full --out: one line, like the trainer's own file-system errors
+        return report(PROG, e)
     done = {}
     if not args.fresh:
         for row in args.rows:
@@ -150,6 +155,10 @@ def run_experiment(args, device, t0: float) -> int:
                 hint = ("" if args.skip_bad else " (fix the file or pass --skip-bad)") + \
                     "; rerunning continues from the last finished epoch"
             print(f"{PROG}: error: {row.name}: {e}{hint}", file=sys.stderr)
+            return 2
+        except OSError as e:  # disk full, read-only folder: the epochs saved so far are kept
+            print(f"{PROG}: error: {row.name}: {error_line(e)}; rerunning continues from the last finished epoch",
+                  file=sys.stderr)
             return 2
         except FloatingPointError as e:  # training diverged
             print(f"{PROG}: error: {row.name}: {e}", file=sys.stderr)

@@ -478,6 +478,7 @@ class Trainer:
             peak_mem_mb=max(self.peak_mems, default=float("nan")),
             activation=self.model.activation_name,
             device=str(self.device),
+            world_size=self.info.world_size,
             save_dir=str(self.save_dir),
             last=str(self.last),
             best=str(self.best) if self.best.exists() else None,

@@ -205,7 +205,7 @@ def resolve_options(explicit):
             setattr(opt, key, str(Path(getattr(opt, key)).expanduser().resolve()))
     if Path(str(opt.cfg)).suffix == ".cfg":
         opt.cfg = str(Path(opt.cfg).expanduser().resolve())
-    if not str(opt.data).startswith("shapes") and Path(str(opt.data)).suffix in (".yaml", ".yml"):
+    if not str(opt.data).startswith("shapes") and Path(str(opt.data)).suffix in (".yaml", ".yml", ".data"):
         opt.data = str(Path(opt.data).expanduser().resolve())
     return opt, ckpt
 

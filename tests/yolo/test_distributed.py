@@ -1,5 +1,6 @@
 """--sync-bn: the trainer under torchrun (2 processes, gloo, CPU) with fused, synchronized BatchNorm+Swish, and
 the conversion it makes."""
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +52,23 @@ def test_torchrun_two_processes_sync_bn_fused_recompute(tmp_path):
     unfused.load_state_dict(ckpt["model"])  # same keys as a plain model: loads for single-device use
     running = [v for k, v in ckpt["model"].items() if k.endswith("running_var")]
     assert running and all(torch.isfinite(v).all() and (v > 0).all() for v in running)
+
+
+def test_experiment_rows_under_torchrun_train_over_both_processes(tmp_path):
+    """yolo.experiment under torchrun: every row trains with DDP over the 2 processes (world size in each row's
+    result), --sync-bn synchronizes the fused rows, and rank 0 alone writes one summary."""
+    args = ["--variants", "swish-fused,swish-fused-recompute", "--data", TINY_DATA, "--img-size", "64",
+            "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--sync-bn", "--threads", "1",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "yolo.experiment", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and summary[1].startswith("swish-fused,")
+    for row in ("swish-fused", "swish-fused-recompute"):
+        result = json.loads((tmp_path / "out" / row / "experiment.json").read_text())["result"]
+        assert result["world_size"] == 2
+        ckpt = load_checkpoint(tmp_path / "out" / row / "weights" / "last.pt")
+        assert ckpt["opt"]["sync_bn"] and ckpt["epoch"] == 0

@@ -291,3 +291,18 @@ def test_memory_column_works_in_an_installed_yolo(tmp_path):
     model = Darknet("yolov3-tiny", num_classes=8, activation="leaky").train()
     saved = sk.saved_for_backward(model, torch.rand(3, 3, 64, 64))
     assert math.isfinite(float(mb)) and float(mb) == pytest.approx(saved.mib, rel=1e-12)
+
+
+def test_a_read_only_out_folder_exits_2_on_one_line(tmp_path, monkeypatch, capsys):
+    from fs_faults import Denied
+
+    faults = Denied(monkeypatch)
+    try:
+        parent = faults.read_only_folder(tmp_path / "ro")
+        status = experiment.main(ONE_ROW + ["--epochs", "1", "--out", str(parent / "out"),
+                                            "--cache-dir", str(tmp_path / "cache")])
+    finally:
+        faults.restore()
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert "\n" not in err and str(parent / "out") in err

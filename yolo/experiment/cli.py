@@ -34,8 +34,15 @@ Memory: on CUDA the trainer's peak allocated memory; on a CPU, where peak RSS sa
 the bytes autograd saves for backward in one training batch (yolo.memory, exact, fp32).
 Finished variants are skipped when the command is run again with the same options (--fresh retrains);
 a variant interrupted mid-run (Ctrl-C, kill -9, a bad image) continues from its last finished epoch.
+
+Several processes (GPUs, or CPU processes with gloo): start it under torchrun and every row trains with DDP
+over all of them (--sync-bn: BatchNorm statistics over the global batch; --batch-size is the global batch);
+rank 0 alone writes the markers, the summary and the figure:
+  torchrun --standalone --nproc_per_node 2 -m yolo.experiment --variants swish-fused,swish-fused-recompute --sync-bn
 """
 import argparse
+import contextlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -76,6 +83,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", default=D["out"], help=f"output folder [{D['out']}]")
     p.add_argument("--fresh", action="store_true", help="retrain variants that already finished in --out")
     p.add_argument("--skip-bad", action="store_true", help="skip bad images/labels with a warning (the trainer's)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: synchronized BatchNorm in every row (the trainer's --sync-bn)")
     p.add_argument("--verbose", action="store_true", help="the trainer's own progress bars and epoch lines")
     args = p.parse_args(argv)
     try:
@@ -106,29 +115,39 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     import torch
 
+    from yolo.utils import distributed as ddp
     from yolo.utils.torch_utils import select_device
 
     t0 = time.time()
+    info = ddp.dist_info_from_env()  # under torchrun: every row trains over all processes
     try:
-        device = select_device(args.device)
+        device = select_device(args.device, info.local_rank)
     except ValueError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     threads = torch.get_num_threads()
     if device.type == "cpu" or args.threads:
         torch.set_num_threads(args.threads or 1)
+    ddp.init_distributed(info, device)  # once, so each row's yolo.train.run joins this group
     try:
-        return run_experiment(args, device, t0)
+        with contextlib.nullcontext() if info.is_main else contextlib.redirect_stdout(io.StringIO()):
+            return run_experiment(args, device, t0, info)
     finally:
+        ddp.cleanup_distributed(info)
         torch.set_num_threads(threads)  # callers in the same process (tests) get their setting back
 
 
-def run_experiment(args, device, t0: float) -> int:
+def run_experiment(args, device, t0: float, info) -> int:
     from yolo.data import DataError, load_data_config
     from yolo.train_args import OptionError
 
+    from yolo.utils.errors import error_line, report
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only or full --out: one line, like the trainer's own file-system errors
+        return report(PROG, e)
     done = {}
     if not args.fresh:
         for row in args.rows:
@@ -143,13 +162,17 @@ def run_experiment(args, device, t0: float) -> int:
     for i, row in enumerate(todo, 1):
         progress.begin(i, row.name)
         try:
-            done[row.name] = train_row(row, args, out, progress)
+            done[row.name] = train_row(row, args, out, progress, info)
         except (OptionError, DataError) as e:
             hint = ""
             if isinstance(e, DataError):  # found while training: the epochs saved so far are kept
                 hint = ("" if args.skip_bad else " (fix the file or pass --skip-bad)") + \
                     "; rerunning continues from the last finished epoch"
             print(f"{PROG}: error: {row.name}: {e}{hint}", file=sys.stderr)
+            return 2
+        except OSError as e:  # disk full, read-only folder: the epochs saved so far are kept
+            print(f"{PROG}: error: {row.name}: {error_line(e)}; rerunning continues from the last finished epoch",
+                  file=sys.stderr)
             return 2
         except FloatingPointError as e:  # training diverged
             print(f"{PROG}: error: {row.name}: {e}", file=sys.stderr)
@@ -158,9 +181,12 @@ def run_experiment(args, device, t0: float) -> int:
             print(f"{PROG}: interrupted in {row.name}; run the same command again to continue it from its last "
                   "finished epoch", file=sys.stderr)
             return 130
+        if not info.is_main:
+            continue  # rank 0 reports and writes the summary
         progress.say(f"done: mAP@0.5 {done[row.name].get('mAP_0.5', float('nan')):.4f}, "
                      f"{done[row.name]['time_per_epoch_s']:.1f} s/epoch")
-    write_summary(args, device, out, done, t0, load_data_config(args.data, cache_dir=args.cache_dir)["nc"])
+    if info.is_main:
+        write_summary(args, device, out, done, t0, load_data_config(args.data, cache_dir=args.cache_dir)["nc"])
     return 0
 
 

@@ -15,7 +15,8 @@ import yaml
 from .variants import Variant
 
 # Options that define a run: a finished run is reused only if all of these (and the variant) match.
-RUN_OPTIONS = ("data", "cfg", "epochs", "img_size", "batch_size", "device", "seed", "hyp", "optimizer", "skip_bad")
+RUN_OPTIONS = ("data", "cfg", "epochs", "img_size", "batch_size", "device", "seed", "hyp", "optimizer", "skip_bad",
+               "sync_bn")
 MARKER = "experiment.json"  # written into a row's run folder when its training finished
 ROW_MARKER = "experiment-row.json"  # written when it starts: a rerun resumes the row only with the same identity
 VARIANT_HYP = "variant-hyp.yaml"  # --hyp with the variant's hyperparameters on top, for variants that set some
@@ -55,13 +56,15 @@ def resumable_row(run_dir: Path, identity: dict) -> Optional[Path]:
     return last
 
 
-def trainer_options(args, row: Variant, run_dir: Path) -> dict:
+def trainer_options(args, row: Variant, run_dir: Path, write: bool = True) -> dict:
     """yolo.train.run keywords of a fresh row: the experiment's options, the variant's on top. A variant with
-    hyperparameters gets a hyp file in its run folder: the --hyp file's values with the variant's on top."""
+    hyperparameters gets a hyp file in its run folder: the --hyp file's values with the variant's on top
+    (written by rank 0 only, `write`, when several processes train the row)."""
     options = {k: v for k, v in run_options(args).items() if v is not None}
     options.update(row.options)
     if row.hyp:
-        options["hyp"] = str(write_variant_hyp(args.hyp, row.hyp, Path(run_dir) / VARIANT_HYP))
+        path = Path(run_dir) / VARIANT_HYP
+        options["hyp"] = str(write_variant_hyp(args.hyp, row.hyp, path) if write else path)
     return options
 
 
@@ -82,17 +85,27 @@ def write_variant_hyp(base: Optional[str], overrides: dict, path: Path) -> Path:
     return path
 
 
-def train_row(row: Variant, args, out: Path, progress) -> dict:
+def train_row(row: Variant, args, out: Path, progress, info=None) -> dict:
     """Train one variant (resuming its unfinished run); returns the trainer's summary dict, with time and
-    memory over all the row's epochs (also those trained before an interruption)."""
+    memory over all the row's epochs (also those trained before an interruption). Under torchrun (`info`)
+    every process trains the row with DDP and takes rank 0's decisions; only rank 0 writes files."""
     from yolo.train import run
+    from yolo.utils import distributed as ddp
     from yolo.utils.checkpoint import load_checkpoint
 
+    info = info or ddp.DistInfo()
     identity = row_identity(args, row)
     run_dir = out / row.name
     t0 = time.time()
     common = dict(workers=args.workers, cache_dir=args.cache_dir, verbose=args.verbose, callbacks=progress.callbacks())
-    last = None if args.fresh else resumable_row(run_dir, identity)
+    last = ddp.from_main(None if args.fresh else resumable_row(run_dir, identity), info)
+    if not info.is_main:
+        if last is not None:
+            finished = load_checkpoint(last)["epoch"] + 1 >= args.epochs
+            return {} if finished else run(resume=str(last), epochs=args.epochs, **common)
+        ddp.barrier(info)  # rank 0 writes the row's marker and hyp file first
+        return run(**trainer_options(args, row, run_dir, write=False), project=str(out), name=row.name,
+                   exist_ok=True, **common)
     if last is not None:
         done = load_checkpoint(last)["epoch"] + 1
         progress.say(f"resuming {last}: {done} of {args.epochs} epochs were done")
@@ -103,7 +116,9 @@ def train_row(row: Variant, args, out: Path, progress) -> dict:
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ROW_MARKER).write_text(json.dumps({"options": identity, "variant": row.name}, indent=1))
-        result = run(**trainer_options(args, row, run_dir), project=str(out), name=row.name, exist_ok=True, **common)
+        options = trainer_options(args, row, run_dir)
+        ddp.barrier(info)
+        result = run(**options, project=str(out), name=row.name, exist_ok=True, **common)
     rows = read_curves(run_dir)
     result["time_per_epoch_s"] = sum(r["epoch_time_s"] for r in rows) / len(rows)
     result["peak_mem_mb"] = max(r["peak_mem_mb"] for r in rows)

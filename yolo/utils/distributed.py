@@ -44,6 +44,15 @@ def barrier(info):
         dist.barrier()
 
 
+def from_main(value, info):
+    """Rank 0's `value` on every process (a decision every rank must take alike, e.g. whether to resume)."""
+    if not info.enabled or not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def cleanup_distributed(info):
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

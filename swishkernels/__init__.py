@@ -5,7 +5,7 @@
     sk.available_backends("cuda")
 """
 from . import reference
-from ._version import __version__
+from ._version import __version__  # noqa: F401  (the public version attribute)
 from .autograd import MishFunction, SwishFunction
 from .backends import available_backends
 from .functional import mish, swish

@@ -1,8 +1,8 @@
 """Which backend runs a call: availability, the reason when one cannot run, and the choice rule.
 
 Rule (ARCHITECTURE.md, "Rules every layer keeps"): the `backend=` argument, else $SWISHKERNELS_BACKEND,
-else the best available for the tensor's device. A name the user gave is never swapped for another: if it cannot run here the call
-raises and says why.
+else the best available for the tensor's device. A name the user gave is never swapped for another: if it
+cannot run here the call raises and says why.
 """
 import importlib
 import importlib.util

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from ultralytics import YOLO
 
 from swishkernels import bn_swish
 from swishkernels.integrations.ultralytics import apply_swishkernels
-from ultralytics import YOLO
 
 IMAGES = 4
 SIZE = 64

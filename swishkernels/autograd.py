@@ -16,7 +16,6 @@ import torch
 
 from . import _layout, backends, ops, reference
 
-
 # f' and f'' in PyTorch ops: reference.py is their one home.
 _SECOND_DERIVATIVES = {"swish": reference.swish_derivatives, "mish": reference.mish_derivatives}
 

@@ -21,14 +21,23 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-from . import bn_swish, fusion_trace
+from . import bn_swish, fusion_trace, sync_bn_swish
 from .bn_swish import BatchNormSwish2d
 from .modules import Swish
+from .sync_bn_swish import SyncBatchNormSwish2d
 
 SWISH_TYPES = (nn.SiLU, Swish)  # exact types: a subclass may change forward
 # Frameworks with an integration module: the top-level package of a module class -> our module.
 INTEGRATIONS = {"timm": "swishkernels.integrations.timm", "ultralytics": "swishkernels.integrations.ultralytics"}
 PROBE_SIZE = 64  # side of the guessed example image: deep enough for stride-32 models (2x2 at the end)
+
+
+# BatchNorm classes fused with the Swish after them (exact types) -> the fused class they become.
+FUSED_CLASS = {nn.BatchNorm2d: BatchNormSwish2d, nn.SyncBatchNorm: SyncBatchNormSwish2d}
+
+
+def is_fusable_bn(module) -> bool:
+    return type(module) in FUSED_CLASS
 
 
 def is_swish(module) -> bool:
@@ -116,7 +125,8 @@ def _trace(model, example_inputs):
     elif not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     try:
-        return fusion_trace.trace_forward(model, example_inputs, lambda m: type(m) is nn.BatchNorm2d, is_swish)
+        with sync_bn_swish.local_statistics(model):  # no collective (and no CPU refusal) in the probe
+            return fusion_trace.trace_forward(model, example_inputs, is_fusable_bn, is_swish)
     except Exception as exc:  # the model's own error, reported with what we tried
         tried = (f"a guessed input of shape {tuple(example_inputs[0].shape)}" if guessed
                  else "the example_inputs given")
@@ -156,7 +166,8 @@ def _pair_problem(bn, record, trace: fusion_trace.Trace) -> Optional[str]:
 
 def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[str] = None, *,
                   example_inputs: Optional[Any] = None, verbose: bool = False) -> FusionReport:
-    """Fuse every BatchNorm2d -> Swish/SiLU pair of `model` into BatchNormSwish2d, in place.
+    """Fuse every BatchNorm2d -> Swish/SiLU pair of `model` into BatchNormSwish2d, in place (nn.SyncBatchNorm ->
+    Swish/SiLU pairs into SyncBatchNormSwish2d, which keeps synchronizing over the same process group).
 
     Works on any module structure (nn.Sequential, blocks that call `bn`/`act` by attribute, one SiLU shared
     by many parents) by running the model once on `example_inputs` (default: a random 2 x C x 64 x 64
@@ -185,17 +196,17 @@ def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[s
             else:
                 skipped.append(Skipped(names[id(module)], reason))
 
-    if any(type(m) is nn.BatchNorm2d for m in model.modules()):
+    if any(is_fusable_bn(m) for m in model.modules()):
         trace = _trace(model, example_inputs)
         records = {id(r.bn): r for r in trace.bn_outputs}
-        for bn in dict.fromkeys(m for m in model.modules() if type(m) is nn.BatchNorm2d):
+        for bn in dict.fromkeys(m for m in model.modules() if is_fusable_bn(m)):
             record = records.get(id(bn), fusion_trace.BnOutput(bn))
             problem = _pair_problem(bn, record, trace)
             if problem is not None:
                 skipped.append(Skipped(names[id(bn)], problem))
                 continue
             call = record.act_calls[0]
-            _switch_class(bn, BatchNormSwish2d, backend, recompute)
+            _switch_class(bn, FUSED_CLASS[type(bn)], backend, recompute)
             call.parent._modules[call.names[0]] = FoldedSwish(call.act, names[id(bn)])
             fused.append(names[id(bn)])
 

@@ -168,8 +168,8 @@ def test_gpu_check_dry_run(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["dry_run"] is True
-    assert list(report["steps"]) == ["env", "build", "pytest_gpu", "kernels", "memory", "training", "graph", "ncu",
-                                     "compile_step"]
+    assert list(report["steps"]) == ["env", "build", "pytest_gpu", "kernels", "memory", "training", "graph", "sync_bn",
+                                   "ncu", "compile_step"]
     for name, step in report["steps"].items():
         assert step["status"] == "ok", (name, step.get("error"))
         assert step["seconds"] >= 0
@@ -184,6 +184,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert all(r["finite"] and r["ms_per_iter"] > 0 for r in rows)
     graph = steps["graph"]["data"]  # on a CPU: the eager fused step only
     assert graph["captured"] is False and graph["eager_loss"] > 0
+    assert steps["sync_bn"]["data"]["collective"] == "gloo" and steps["sync_bn"]["data"]["rows"]
     assert steps["ncu"]["data"]["available"] is False
     rows = steps["compile_step"]["data"]["results"]["yolov3-tiny"]  # eager variants only in a dry run
     assert list(rows) == ["eager SiLU", "fused", "LeakyReLU(inplace)"]
@@ -218,6 +219,6 @@ def test_cpu_bn_swish_speed_runs_at_tiny_size():
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = [line.split() for line in p.stdout.splitlines() if line.split()[:1] in (["train"], ["eval"])]
     assert len(rows) == 2 * 2 * 2  # modes x layouts x dtypes
-    assert {(r[0], r[2], r[3]) for r in rows} == {(m, l, d) for m in ("train", "eval")
-                                                   for l in ("nchw", "channels_last")
+    assert {(r[0], r[2], r[3]) for r in rows} == {(m, layout, d) for m in ("train", "eval")
+                                                   for layout in ("nchw", "channels_last")
                                                    for d in ("float32", "bfloat16")}

@@ -38,12 +38,16 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture
 def torch_state_restored():
-    """ultralytics' `deterministic=True` switches on deterministic algorithms and resets the thread count."""
+    """ultralytics' `deterministic=True` switches on deterministic algorithms, switches off their NaN fill of new
+    tensors (which other tests rely on) and resets the thread count; a trainer that is built but never trains
+    does not switch them back."""
     deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), \
         torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     threads = torch.get_num_threads()
     yield
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
     torch.set_num_threads(threads)
 
 

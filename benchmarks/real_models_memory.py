@@ -34,7 +34,7 @@ def measure(name, x):
     sk.fuse_bn_swish(recompute_model, recompute=True, example_inputs=x)
     leaky_model = copy.deepcopy(model)
     sk.replace_activations(leaky_model, {nn.SiLU: lambda old: nn.LeakyReLU(0.1, inplace=True)})
-    return dict(model=name, pairs=pairs, fused_pairs=int(report), unfused=unfused / MiB,
+    return dict(model=name, pairs=pairs, fused_pairs=len(report.fused), unfused=unfused / MiB,
                 fused=saved_bytes(fused_model, x) / MiB,
                 recompute=saved_bytes(recompute_model, x, recompute=True) / MiB,
                 leaky=saved_bytes(leaky_model, x) / MiB)

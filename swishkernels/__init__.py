@@ -8,7 +8,8 @@ from . import reference
 from .autograd import MishFunction, SwishFunction
 from .backends import available_backends
 from .functional import mish, swish
-from .modules import Mish, Swish, replace_activations
+from .modules import Mish, Swish
+from .replace import replace_activations
 
 __version__ = "0.1.0"
 __all__ = [

@@ -24,32 +24,32 @@ def _yolov5_model_class():
     return Model, os.path.join(os.path.dirname(yolov5.__file__), "models")
 
 
-def yolov5n():
+def yolov5n(size=None):
     model_class, configs = _yolov5_model_class()
     return model_class(os.path.join(configs, "yolov5n.yaml"))
 
 
-def yolox_nano():
+def yolox_nano(size=None):
     """YOLOX at the nano depth and width with plain convolutions (YOLOX-s's blocks, a quarter of its width)."""
     from yolox.models import YOLOPAFPN, YOLOX, YOLOXHead
 
     return YOLOX(YOLOPAFPN(0.33, 0.25, act="silu"), YOLOXHead(2, 0.25, act="silu"))
 
 
-def efficientnet_pytorch_b0():
+def efficientnet_pytorch_b0(size=None):
     from efficientnet_pytorch import EfficientNet
 
     return EfficientNet.from_name("efficientnet-b0")
 
 
-def effdet_d0():
+def effdet_d0(size=128):
     import effdet
 
     return effdet.create_model("tf_efficientdet_d0", pretrained=False, pretrained_backbone=False,
-                               image_size=(128, 128))
+                               image_size=(size, size))  # its feature-map sizes are fixed by the config
 
 
-def smp_unet():
+def smp_unet(size=None):
     import segmentation_models_pytorch as smp
 
     # Three of the encoder's five stages (its first 5 blocks): the same blocks, a CI-sized model.
@@ -69,22 +69,30 @@ def _image(size, dtype, seed=1):
     return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-# name -> (builder, inputs(dtype) -> tuple of forward arguments in training mode)
+def _image_only(dtype, size):
+    return (_image(size, dtype),)
+
+
+def _image_and_targets(dtype, size):
+    """YOLOX's training forward takes targets (batch, max boxes, class + cx cy w h in pixels): one box each."""
+    boxes = torch.tensor([[[1, 0.45, 0.45, 0.3, 0.25]], [[0, 0.3, 0.6, 0.35, 0.2]]], dtype=dtype)
+    return (_image(size, dtype), boxes * torch.tensor([1, size, size, size, size], dtype=dtype))
+
+
+# name -> (builder(size), inputs(dtype, size) -> forward arguments in training mode, the tests' image size)
 MORE = {
-    "yolov5n": (yolov5n, lambda dtype: (_image(64, dtype),)),
-    # YOLOX's training forward takes targets (batch, max boxes, class + cxcywh): one box per image.
-    "yolox-nano": (yolox_nano, lambda dtype: (_image(64, dtype), torch.tensor(
-        [[[1, 30, 30, 20, 16]], [[0, 20, 40, 24, 12]]], dtype=dtype))),
-    "efficientnet-pytorch-b0": (efficientnet_pytorch_b0, lambda dtype: (_image(64, dtype),)),
-    "effdet-d0": (effdet_d0, lambda dtype: (_image(128, dtype),)),  # P3-P7: a multiple of 128
-    "smp-unet-efficientnet-b0": (smp_unet, lambda dtype: (_image(32, dtype),)),
+    "yolov5n": (yolov5n, _image_only, 64),
+    "yolox-nano": (yolox_nano, _image_and_targets, 64),
+    "efficientnet-pytorch-b0": (efficientnet_pytorch_b0, _image_only, 64),
+    "effdet-d0": (effdet_d0, _image_only, 128),  # P3-P7: a multiple of 128
+    "smp-unet-efficientnet-b0": (smp_unet, _image_only, 32),
 }
 
 
-def build_more(name, dtype=torch.float64, seed=0):
+def build_more(name, dtype=torch.float64, seed=0, size=None):
     torch.manual_seed(seed)
-    return MORE[name][0]().to(dtype).train()
+    return MORE[name][0](size or MORE[name][2]).to(dtype).train()
 
 
-def more_inputs(name, dtype=torch.float64):
-    return MORE[name][1](dtype)
+def more_inputs(name, dtype=torch.float64, size=None):
+    return MORE[name][1](dtype, size or MORE[name][2])

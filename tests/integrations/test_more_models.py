@@ -110,3 +110,34 @@ def test_timm_drop_block_between_batchnorm_and_activation_is_not_fused_across():
     model.train()
     fused.train()
     assert relative_error(run_step(fused, (x,)), run_step(model, (x,))) <= FP64_RTOL
+
+
+def _real_activation_classes():
+    from efficientnet_pytorch.utils import MemoryEfficientSwish, Swish
+    from timm.layers import activations, activations_me
+    from yolox.models.network_blocks import SiLU as YoloxSiLU
+
+    from .more_models import _yolov5_model_class
+
+    _yolov5_model_class()  # yolov5's imports work from here on
+    from yolov5.utils import activations as yolov5_activations
+
+    swishes = [MemoryEfficientSwish(), Swish(), activations.Swish(), activations.Swish(inplace=True),
+               activations_me.SwishMe(), YoloxSiLU(), yolov5_activations.SiLU()]
+    mishes = [activations.Mish(), activations_me.MishMe(), yolov5_activations.Mish(),
+              yolov5_activations.MemoryEfficientMish()]
+    others = [activations.HardSwish(), activations_me.HardSwishMe(), activations_me.HardMishMe(),
+              yolov5_activations.Hardswish(), yolov5_activations.FReLU(4), yolov5_activations.AconC(4)]
+    return swishes, mishes, others
+
+
+def test_the_frameworks_swish_and_mish_classes_are_recognised_and_their_look_alikes_not():
+    from swishkernels.activation_kinds import activation_kind
+
+    swishes, mishes, others = _real_activation_classes()
+    assert [activation_kind(m) for m in swishes] == ["swish"] * len(swishes)
+    assert [activation_kind(m) for m in mishes] == ["mish"] * len(mishes)
+    assert [activation_kind(m) for m in others] == [None] * len(others)
+    model = torch.nn.Sequential(*swishes, *mishes, *others)
+    assert sk.replace_activations(model) == len(swishes) + len(mishes)
+    assert [type(m) for m in model[:len(swishes) + len(mishes)]] == [sk.Swish] * len(swishes) + [sk.Mish] * len(mishes)

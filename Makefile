@@ -6,7 +6,7 @@ STAMP := $(VENV)/.swishkernels-installed
 # Rebuild the extension when its sources or the build description change.
 EXT_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>/dev/null)
 
-.PHONY: test test-gpu bench experiment check-cuda check-gpu-code-full roofline gpu-check venv clean
+.PHONY: test lint test-gpu bench experiment check-cuda check-gpu-code-full roofline gpu-check venv clean
 
 venv: $(STAMP)
 
@@ -17,9 +17,12 @@ $(STAMP): requirements-dev.txt requirements-nodeps.txt pyproject.toml setup.py $
 	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e .
 	touch $(STAMP)
 
-# check-cuda first: the CUDA sources must compile even on machines that cannot run them.
-test: $(STAMP) check-cuda
+# lint and check-cuda first: style, and CUDA sources that must compile even on machines that cannot run them.
+test: $(STAMP) lint check-cuda
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu tests

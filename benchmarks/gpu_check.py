@@ -1,4 +1,4 @@
-"""The one prepared script for a lent GPU (DESIGN.md, "A lent GPU"): everything worth knowing in <= 5 minutes.
+"""The one prepared script for a lent GPU (ARCHITECTURE.md, "Measuring"): everything worth knowing in <= 5 minutes.
 
     python benchmarks/gpu_check.py                 # on the GPU machine; writes to $OUT (or --out)
     python benchmarks/gpu_check.py --dry-run --out /tmp/gc   # on a CPU: every step at toy size, < 2 minutes
@@ -17,6 +17,8 @@ Steps, each timed and isolated (a failing step is recorded, the next one runs):
              after an eager step run under torch.cuda.set_sync_debug_mode("error") (no host syncs in our
              ops); replay vs eager ms per step, and whether replay gives the eager step's numbers. Dry run:
              the eager step only (graphs need CUDA)
+  sync_bn    SyncBatchNormSwish2d's synchronized path forced on one process under NCCL (world size 1; gloo in a
+             dry run): nn.BatchNorm2d + SiLU's numbers on every backend, ms per step beside BatchNormSwish2d
   ncu        where Nsight Compute's `ncu` is on PATH: achieved DRAM throughput (% of peak, GB/s) of our Triton
              Swish forward and fused BatchNorm+Swish forward on 256 MiB tensors; else recorded as absent
 Results: gpu_check.json (machine, every step's status, seconds and data) and gpu_check.md, rewritten after
@@ -45,7 +47,7 @@ import machine  # noqa: E402
 # (step, seconds it is planned to take). Time a step leaves unused flows to the later ones; a step never
 # starts with less than its later steps' plans would need, so the whole stays within --budget.
 PLAN = (("env", 10), ("build", 120), ("pytest_gpu", 45), ("kernels", 50), ("memory", 20), ("training", 30),
-        ("graph", 10), ("ncu", 15))
+        ("graph", 10), ("sync_bn", 10), ("ncu", 15))
 TRAIN_PEERS = ("swish-me", "silu", "swish-naive")  # compared with leaky and our swish in the training step
 
 
@@ -357,6 +359,74 @@ def step_graph(s, seconds):
             "replay_ms": ms(graph.replay), "eager_ms": ms(eager_step)}
 
 
+def step_sync_bn(s, seconds):
+    """SyncBatchNormSwish2d's synchronized path, forced on one process (world size 1) so its collectives run under
+    NCCL (gloo in a dry run): it must give nn.BatchNorm2d + SiLU's numbers on every backend; ms per forward +
+    backward beside BatchNormSwish2d (the same kernels without the two collectives and the gather's combine)."""
+    import datetime
+    import socket
+
+    import torch.distributed as dist
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    import swishkernels as sk
+    from swishkernels import bn_swish_ops
+    dev = torch.device(s.device)
+    collective = "nccl" if dev.type == "cuda" else "gloo"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group(collective, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=60))  # NCCL takes the device from the tensors
+    size = (4, 8, 6, 6) if s.dry_run else (32, 64, 104, 104)
+    rows = []
+    try:
+        for backend in [b for b in sk.available_backends(dev.type) if b in bn_swish_ops._OPS]:
+            torch.manual_seed(0)
+            reference = nn.BatchNorm2d(size[1]).to(dev)
+            with torch.no_grad():
+                reference.weight.uniform_(0.5, 1.5)
+                reference.bias.uniform_(-1, 1)
+            synced = sk.SyncBatchNormSwish2d(size[1], backend=backend).to(dev)
+            synced.load_state_dict(reference.state_dict())
+            synced.sync_group = lambda: dist.group.WORLD  # world size 1 would otherwise skip the collectives
+            fused = sk.BatchNormSwish2d(size[1], backend=backend).to(dev)
+            x, dy = torch.randn(size, device=dev) * 2 + 1, torch.randn(size, device=dev)
+            x_ref, x_sync = x.clone().requires_grad_(), x.clone().requires_grad_()
+            y_ref = F.silu(reference(x_ref))
+            y_ref.backward(dy)
+            y = synced(x_sync)
+            y.backward(dy)
+            got = [y, x_sync.grad, synced.weight.grad, synced.bias.grad, synced.running_mean, synced.running_var]
+            want = [y_ref, x_ref.grad, reference.weight.grad, reference.bias.grad, reference.running_mean,
+                    reference.running_var]
+            errors = [float((a.detach().double() - b.detach().double()).abs().max()) for a, b in zip(got, want)]
+            torch.testing.assert_close(got, want)  # fp32 defaults; a mismatch makes this step an error
+
+            def ms(module, x=x, dy=dy, n=1 if s.dry_run else 20):
+                xs = x.clone().requires_grad_()
+                module(xs).backward(dy)  # warm-up (Triton compiles)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    module(xs).backward(dy)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                return 1e3 * (time.perf_counter() - t0) / n
+
+            rows.append({"backend": backend, "max_abs_error": dict(zip(
+                ["y", "grad_x", "grad_weight", "grad_bias", "running_mean", "running_var"], errors)),
+                "sync_ms": ms(synced), "fused_ms": ms(fused)})
+    finally:
+        dist.destroy_process_group()
+    table = ["| backend | max abs error y / grad_x / running_var | sync ms | fused ms |", "|---|---|---:|---:|"]
+    table += [f"| {r['backend']} | {r['max_abs_error']['y']:.1e} / {r['max_abs_error']['grad_x']:.1e} / "
+              f"{r['max_abs_error']['running_var']:.1e} | {r['sync_ms']:.3f} | {r['fused_ms']:.3f} |" for r in rows]
+    return {"collective": collective, "world_size": 1, "input": list(size), "rows": rows, "table": "\n".join(table)}
+
+
 NCU_SCRIPT = """
 import torch, swishkernels as sk
 x = torch.randn(64 * 2**20, device="cuda")  # 256 MiB
@@ -386,7 +456,8 @@ def step_ncu(s, seconds):
 
 
 STEPS = {"env": step_env, "build": step_build, "pytest_gpu": step_pytest, "kernels": step_kernels,
-         "memory": step_memory, "training": step_training, "graph": step_graph, "ncu": step_ncu}
+         "memory": step_memory, "training": step_training, "graph": step_graph,
+         "sync_bn": step_sync_bn, "ncu": step_ncu}
 
 
 # ---- running and reporting ----------------------------------------------------------------------------------
@@ -411,7 +482,7 @@ def markdown(report):
             data = st["data"]
             note = f"cuda backends: {data.get('cuda_backends')}, extension error: {data.get('extension_error')}"
         lines.append(f"| {name} | {st['status']} | {st['seconds']:.1f} | {note} |")
-    for name in ("kernels", "memory", "training"):
+    for name in ("kernels", "memory", "training", "sync_bn"):
         data = report["steps"].get(name, {}).get("data")
         if data and data.get("table"):
             lines += ["", f"## {name}", data["table"]]

@@ -202,29 +202,26 @@ def stack_table(device="cpu", batch=2, size=64, channels=64, depth=8, names=None
     return _measure_all(names or activation_names(device, compiled), build, x, amp, deadline)
 
 
+def _darknet_options(name):
+    """yolo.memory options for a table name: activation, fusion, backend."""
+    base, backend = darknet_activation(name)
+    return dict(activation="swish" if base in FUSED else base, fuse_bn=base in FUSED,
+                fuse_bn_recompute=FUSED.get(base, False), backend=backend)
+
+
 def darknet(cfg, name, num_classes=80, device="cpu"):
     """Darknet with every hidden activation replaced by the table name's (backend pinned if given)."""
-    from yolo.models import Darknet
+    from yolo.memory import build_darknet
 
-    base, backend = darknet_activation(name)
-    model = Darknet(cfg, num_classes=num_classes, activation="swish" if base in FUSED else base).to(device)
-    _fuse_if_asked(model, base)
-    if backend:
-        for module in model.modules():
-            if hasattr(module, "backend"):
-                module.backend = backend
-    return model
+    return build_darknet(cfg, num_classes, device=device, **_darknet_options(name))
 
 
 def darknet_saved(cfg, img_size, batch, name, num_classes=80, device="cpu") -> sk.SavedForBackward:
-    """Saved bytes of a Darknet training forward at any `batch`, from forwards at batch 1 and 2: the bytes
-    are affine in the batch (feature maps per image, plus BatchNorm statistics per layer), so two small
-    forwards give a large batch exactly without running it."""
-    torch.manual_seed(0)
-    model = darknet(cfg, name, num_classes, device).train()
-    one, two = (saved_for_backward(model, torch.rand(b, 3, img_size, img_size, device=device), exclude=model)
-                for b in (1, 2))
-    return sk.SavedForBackward(bytes=one.bytes + (batch - 1) * (two.bytes - one.bytes), tensors=two.tensors)
+    """Saved bytes of a Darknet training forward at any `batch` (yolo.memory.darknet_saved: from forwards at
+    batch 1 and 2, the bytes being affine in the batch)."""
+    from yolo.memory import darknet_saved as saved
+
+    return saved(cfg, img_size, batch, num_classes, device=device, **_darknet_options(name))
 
 
 def darknet_table(device="cpu", batch=2, img_size=320, cfg="yolov3", names=None, amp=False, deadline=None):

@@ -1,6 +1,6 @@
 """Minimum memory traffic of an elementwise activation, and the achieved bandwidth it implies.
 
-An elementwise kernel cannot move fewer bytes than it reads and writes once each (DESIGN.md, Measuring):
+An elementwise kernel cannot move fewer bytes than it reads and writes once each (ARCHITECTURE.md, "Measuring"):
   forward        reads x, writes y            2N elements
   backward       reads x and dy, writes dx    3N
   forward+back   both of the above            5N

@@ -5,13 +5,13 @@
     sk.available_backends("cuda")
 """
 from . import reference
+from ._version import __version__
 from .autograd import MishFunction, SwishFunction
 from .backends import available_backends
 from .functional import mish, swish
 from .modules import Mish, Swish
 from .replace import replace_activations
 
-__version__ = "0.1.0"
 __all__ = [
     "swish", "mish", "Swish", "Mish", "SwishFunction", "MishFunction",
     "available_backends", "replace_activations", "reference",
@@ -23,3 +23,7 @@ from .memory import SavedForBackward, saved_for_backward  # noqa: E402
 
 __all__ += ["BatchNormSwish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish", "recompute_in_forward",
             "FusionReport", "saved_for_backward", "SavedForBackward"]
+
+from .sync_bn_swish import SyncBatchNormSwish2d, convert_sync_bn_swish, revert_sync_bn_swish  # noqa: E402
+
+__all__ += ["SyncBatchNormSwish2d", "convert_sync_bn_swish", "revert_sync_bn_swish"]

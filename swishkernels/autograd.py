@@ -13,26 +13,11 @@ _Backward (g, x) -> g * f'(x) has its own backward and jvp from f'' in PyTorch o
 are rare and not worth a kernel), so hessian, jacfwd(jacrev) and vmap(grad) work.
 """
 import torch
-import torch.nn.functional as F
 
-from . import _layout, backends, ops
+from . import _layout, backends, ops, reference
 
-
-def _swish_derivatives(x):
-    """f'(x) and f''(x) of Swish, as in reference.swish_double_backward."""
-    s = torch.sigmoid(x)
-    return s * (1 + x * (1 - s)), s * (1 - s) * (2 + x * (1 - 2 * s))
-
-
-def _mish_derivatives(x):
-    """f'(x) and f''(x) of Mish, as in reference.mish_double_backward."""
-    t = torch.tanh(F.softplus(x))
-    s = torch.sigmoid(x)
-    sech2 = 1 - t * t
-    return t + x * s * sech2, sech2 * s * (2 + x * (1 - s) - 2 * x * s * t)
-
-
-_SECOND_DERIVATIVES = {"swish": _swish_derivatives, "mish": _mish_derivatives}
+# f' and f'' in PyTorch ops: reference.py is their one home.
+_SECOND_DERIVATIVES = {"swish": reference.swish_derivatives, "mish": reference.mish_derivatives}
 
 
 def _make_backward_function(activation: str):

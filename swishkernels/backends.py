@@ -1,13 +1,13 @@
 """Which backend runs a call: availability, the reason when one cannot run, and the choice rule.
 
-Rule (DESIGN.md): the `backend=` argument, else $SWISHKERNELS_BACKEND, else the best available for the
-tensor's device. A name the user gave is never swapped for another: if it cannot run here the call
+Rule (ARCHITECTURE.md, "Rules every layer keeps"): the `backend=` argument, else $SWISHKERNELS_BACKEND,
+else the best available for the tensor's device. A name the user gave is never swapped for another: if it cannot run here the call
 raises and says why.
 """
 import importlib
 import importlib.util
 import os
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -83,7 +83,7 @@ def unavailable_reason(backend: str, device_type: str) -> Optional[str]:
     return None
 
 
-def available_backends(device="cuda") -> List[str]:
+def available_backends(device: Union[str, torch.device] = "cuda") -> List[str]:
     """Backends that can run tensors on `device` here and now, best first."""
     device_type = torch.device(device).type
     order = _PREFERENCE.get(device_type, ("reference",))
@@ -102,9 +102,15 @@ def _default_backend(device_type: str) -> str:
     return _DEFAULT_FOR_DEVICE[device_type]
 
 
+def requested(backend: Optional[str]) -> Optional[str]:
+    """The backend the user asked for: `backend=`, else $SWISHKERNELS_BACKEND, else None (choose the best).
+    The one place that reads the variable."""
+    return backend if backend is not None else os.environ.get(ENV_VAR) or None
+
+
 def resolve(backend: Optional[str], device: torch.device) -> str:
     """The backend that runs a call with tensors on `device`."""
-    name = backend if backend is not None else os.environ.get(ENV_VAR) or None
+    name = requested(backend)
     if name is None:
         return _default_backend(device.type)
     reason = unavailable_reason(name, device.type)  # raises ValueError for unknown names

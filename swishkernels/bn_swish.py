@@ -6,7 +6,7 @@ Swish are one autograd node that keeps only its input, so the block keeps two, a
 `recompute_bn_swish` the next layer's copy of the output is recomputed in backward instead of kept: one.
 """
 import contextlib
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -91,7 +91,7 @@ def unpack_saved_tensor(packed):
 
 
 @contextlib.contextmanager
-def recompute_bn_swish():
+def recompute_bn_swish() -> Iterator[None]:
     """While active, a layer that saves the output of a BatchNormSwish2d(recompute=True) for backward
     (the next convolution, for its weight gradient) keeps a recipe instead: the block's input, already
     saved by the block itself, plus per-channel scale and shift. Backward recomputes the output."""
@@ -117,10 +117,13 @@ class BatchNormSwish2d(nn.BatchNorm2d):
         if pair is None:
             return self._forward_fused(x)
         if not pair.intact():  # its activation's slot holds something else now (or compiling): plain BatchNorm
-            return nn.BatchNorm2d.forward(self, x)
+            return self._forward_plain(x)
         y = self._forward_fused(x)
         pair.mark(y)
         return y
+
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.BatchNorm2d.forward(self, x)
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         if special_paths.batch_norm_special_path():  # torch.func, forward AD, ONNX, jit.trace: PyTorch's ops

@@ -272,7 +272,7 @@ if backends.EXTENSION_ERROR is None and hasattr(torch.ops.swishkernels, "bn_swis
 def resolve(backend: Optional[str], device: torch.device) -> BnOpSet:
     """Ops for the chosen backend. Automatic choice skips backends without BatchNorm+Swish kernels;
     a named one without them is an error, as with the activations."""
-    explicit = backend is not None or bool(backends.os.environ.get(backends.ENV_VAR))
+    explicit = backends.requested(backend) is not None
     name = backends.resolve(backend, device)
     if name in _OPS:
         return _OPS[name]

@@ -19,18 +19,24 @@ other is still there, so tools that touch one module alone keep the math (fused_
 """
 import importlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
 
-from . import bn_swish, fusion_trace
+from . import bn_swish, fusion_trace, sync_bn_swish
 from .activation_kinds import ActivationKinds, has_hooks
 from .bn_swish import BatchNormSwish2d
 from .fused_pair import FoldedActivation, FusedPair, folded_in, new_token
+from .sync_bn_swish import SyncBatchNormSwish2d
 
-# Activation kind -> the fused BatchNorm that applies it (a BatchNorm2d subclass with no state of its own).
-FUSED_BATCHNORMS = {"swish": BatchNormSwish2d}
+# BatchNorm class (exact type) -> {activation kind: the fused class it becomes, which applies that activation
+# (a subclass with no state of its own)}.
+FUSED_BATCHNORMS = {
+    nn.BatchNorm2d: {"swish": BatchNormSwish2d},
+    nn.SyncBatchNorm: {"swish": SyncBatchNormSwish2d},
+}
 # Frameworks with an integration module: the top-level package of a module class -> our module.
 INTEGRATIONS = {"timm": "swishkernels.integrations.timm", "ultralytics": "swishkernels.integrations.ultralytics"}
 PROBE_SIZE = 64  # side of the guessed example image: deep enough for stride-32 models (2x2 at the end)
@@ -38,8 +44,8 @@ FoldedSwish = FoldedActivation  # the name it had when only Swish was fused
 
 
 def is_batchnorm(module) -> bool:
-    """The BatchNorms fusion pairs with the activation after them (exact type: subclasses may differ)."""
-    return type(module) is nn.BatchNorm2d
+    """The BatchNorms fusion pairs with the activation after them (exact types: subclasses may differ)."""
+    return type(module) in FUSED_BATCHNORMS
 
 
 def is_swish(module) -> bool:
@@ -116,7 +122,8 @@ def _trace(model, example_inputs, act_kinds: Dict[int, str]):
     elif not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     try:
-        return fusion_trace.trace_forward(model, example_inputs, is_batchnorm, lambda m: id(m) in act_kinds)
+        with sync_bn_swish.local_statistics(model):  # no collective (and no CPU refusal) in the probe
+            return fusion_trace.trace_forward(model, example_inputs, is_batchnorm, lambda m: id(m) in act_kinds)
     except Exception as exc:  # the model's own error, reported with what we tried
         tried = (f"a guessed input of shape {tuple(example_inputs[0].shape)}" if guessed
                  else "the example_inputs given")
@@ -146,8 +153,8 @@ def _pair_problem(bn, record, trace: fusion_trace.Trace, act_kinds: Dict[int, st
         return "the BatchNorm has hooks, which would see the activation's output instead of its own"
     call = record.act_calls[0]
     kind = act_kinds[id(call.act)]
-    if kind not in FUSED_BATCHNORMS:
-        return f"followed by {type(call.act).__name__} ({kind}), which has no fused BatchNorm yet"
+    if kind not in FUSED_BATCHNORMS[type(bn)]:
+        return f"followed by {type(call.act).__name__} ({kind}): no fused {type(bn).__name__} for it yet"
     if has_hooks(call.act):
         return f"the {type(call.act).__name__} has hooks, which would no longer run"
     if call.parent is None or not call.names:
@@ -171,8 +178,9 @@ def _fold(call: fusion_trace.ActCall, kind: str, token: int, bn_name: str) -> No
 
 
 def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[str] = None, *,
-                  example_inputs=None, verbose: bool = False) -> FusionReport:
-    """Fuse every BatchNorm2d -> Swish pair of `model` into BatchNormSwish2d, in place.
+                  example_inputs: Optional[Any] = None, verbose: bool = False) -> FusionReport:
+    """Fuse every BatchNorm2d -> Swish pair of `model` into BatchNormSwish2d, in place (nn.SyncBatchNorm ->
+    Swish pairs into SyncBatchNormSwish2d, which keeps synchronizing over the same process group).
 
     Swish is recognised by behaviour: nn.SiLU, sk.Swish and any parameter-free module computing x*sigmoid(x)
     (activation_kinds.py). Works on any module structure (nn.Sequential, blocks that call `bn`/`act` by
@@ -221,7 +229,7 @@ def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[s
             kind = act_kinds[id(call.act)]
             token = new_token()
             _fold(call, kind, token, names[id(bn)])
-            _switch_class(bn, FUSED_BATCHNORMS[kind], backend, recompute)
+            _switch_class(bn, FUSED_BATCHNORMS[type(bn)][kind], backend, recompute)
             bn.fused_pair = FusedPair(token, call.parent, call.names[0], names[id(bn)])
             fused.append(names[id(bn)])
 
@@ -252,7 +260,7 @@ def unfuse_bn_swish(model: nn.Module) -> int:
     return restored
 
 
-def recompute_in_forward(model: nn.Module):
+def recompute_in_forward(model: nn.Module) -> Tuple[RemovableHandle, RemovableHandle]:
     """Run every forward of `model` inside sk.recompute_bn_swish() (for trainers whose loop you do not
     write). Returns the hook handles; call .remove() on both to stop. Under torch.compile the hooks do
     nothing: the compiler decides what to recompute (fused pairs compile as BatchNorm + activation)."""

@@ -109,6 +109,27 @@ def _refuse_forward_ad(op_name: str, activation: str) -> None:
             f"swishkernels.{activation}(), its module or its Function, which have a jvp rule")
 
 
+# Fake (meta) implementations, the same for every backend: outputs in x's dense layout, dtype checked.
+def _fake_forward(activation: str):
+    def fake(x):
+        _layout.check_dtype(x, f"{activation}_forward")
+        return torch.empty_like(_layout.dense(x))
+    return fake
+
+
+def _fake_backward(activation: str):
+    def fake(grad_output, x):
+        _layout.check_dtype(x, f"{activation}_backward")
+        return torch.empty_like(_layout.dense(x))
+    return fake
+
+
+def _fake_forward_inplace(activation: str):
+    def fake(x):
+        _layout.check_dtype(x, f"{activation}_forward_inplace")
+    return fake
+
+
 def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) -> OpSet:
     """Define the three ops of one activation for a Python-implemented backend.
 
@@ -126,10 +147,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
         run_forward(x, out)
         return out
 
-    @forward.register_fake
-    def _(x):
-        _layout.check_dtype(x, f"{activation}_forward")
-        return torch.empty_like(_layout.dense(x))
+    forward.register_fake(_fake_forward(activation))
 
     @torch.library.custom_op(f"{name}_backward", mutates_args=())
     def backward(grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -140,10 +158,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
         run_backward(_layout.like(grad_output, x), x, grad_input)
         return grad_input
 
-    @backward.register_fake
-    def _(grad_output, x):
-        _layout.check_dtype(x, f"{activation}_backward")
-        return torch.empty_like(_layout.dense(x))
+    backward.register_fake(_fake_backward(activation))
 
     @torch.library.custom_op(f"{name}_forward_inplace", mutates_args=("x",))
     def forward_inplace(x: torch.Tensor) -> None:
@@ -153,9 +168,7 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
         if work is not x:  # a non-dense input was computed in a contiguous copy
             x.copy_(work)
 
-    @forward_inplace.register_fake
-    def _(x):
-        _layout.check_dtype(x, f"{activation}_forward_inplace")
+    forward_inplace.register_fake(_fake_forward_inplace(activation))
 
     _register_autograd(activation, f"{name}_forward", f"{name}_backward", backward)
     _register_vmap(forward, backward, forward_inplace)
@@ -192,20 +205,9 @@ def _extension_ops(activation: str) -> OpSet:
     forward = getattr(namespace, f"{activation}_forward").default
     backward = getattr(namespace, f"{activation}_backward").default
     forward_inplace = getattr(namespace, f"{activation}_forward_inplace").default
-    def fake_forward(x):
-        _layout.check_dtype(x, f"{activation}_forward")
-        return torch.empty_like(_layout.dense(x))
-
-    def fake_backward(grad_output, x):
-        _layout.check_dtype(x, f"{activation}_backward")
-        return torch.empty_like(_layout.dense(x))
-
-    def fake_forward_inplace(x):
-        _layout.check_dtype(x, f"{activation}_forward_inplace")
-
-    torch.library.register_fake(forward.name(), fake_forward)
-    torch.library.register_fake(backward.name(), fake_backward)
-    torch.library.register_fake(forward_inplace.name(), fake_forward_inplace)
+    torch.library.register_fake(forward.name(), _fake_forward(activation))
+    torch.library.register_fake(backward.name(), _fake_backward(activation))
+    torch.library.register_fake(forward_inplace.name(), _fake_forward_inplace(activation))
     _register_vmap(forward, backward, forward_inplace)
     return OpSet(forward, backward, forward_inplace)
 

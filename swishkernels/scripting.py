@@ -73,8 +73,7 @@ activate = _with_extension if backends.EXTENSION_ERROR is None else _without_ext
 
 def script_backend(backend: Optional[str]) -> Optional[str]:
     """The backend a scripted module will call: `backend=`, else $SWISHKERNELS_BACKEND, else None."""
-    import os
-    name = backend if backend is not None else os.environ.get(backends.ENV_VAR) or None
+    name = backends.requested(backend)
     if name is not None and name not in backends.BACKENDS:
         raise ValueError(f"unknown swishkernels backend {name!r}; known backends: {', '.join(backends.BACKENDS)}")
     return name

@@ -23,11 +23,6 @@ from torch.autograd import forward_ad as _forward_ad
 _COMPOSITE = {"swish": F.silu, "mish": F.mish}
 
 
-def functorch_or_forward_ad() -> bool:
-    """True while a torch.func transform or a forward-mode AD level is active."""
-    return torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0
-
-
 def exporting_to_onnx() -> bool:
     # torch.onnx is imported only by code that exports; until then nothing can be exporting.
     onnx = sys.modules.get("torch.onnx")

@@ -1,4 +1,4 @@
-"""The public API contract of DESIGN.md: names, backend choice and its errors, modules, in-place rules."""
+"""The public API contract (README "Use", ARCHITECTURE.md "Rules"): names, backend choice and its errors, modules, in-place rules."""
 import os
 import subprocess
 import sys
@@ -33,12 +33,17 @@ def test_available_backends_here():
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.complex64, torch.uint8])
-@pytest.mark.parametrize("fn", [sk.swish, sk.mish, sk.Swish(), sk.Mish(inplace=True),
-                                sk.SwishFunction.apply, sk.MishFunction.apply])
-def test_bad_dtype_names_the_dtype(fn, dtype, backend):
-    x = torch.ones(3, dtype=dtype)
+@pytest.mark.parametrize("form", ["function", "module", "inplace module", "autograd.Function"])
+@pytest.mark.parametrize("activation", ["swish", "mish"])
+def test_bad_dtype_names_the_dtype(activation, form, dtype, backend):
+    call = {
+        "function": lambda x: getattr(sk, activation)(x, backend=backend),
+        "module": lambda x: sk.Swish(backend=backend)(x) if activation == "swish" else sk.Mish(backend=backend)(x),
+        "inplace module": lambda x: (sk.Swish if activation == "swish" else sk.Mish)(True, backend)(x),
+        "autograd.Function": lambda x: (sk.SwishFunction if activation == 'swish' else sk.MishFunction).apply(x, backend),
+    }[form]
     with pytest.raises(TypeError, match=str(dtype)):
-        fn(x) if not isinstance(fn, nn.Module) else fn(x)
+        call(torch.ones(3, dtype=dtype))
 
 
 def test_bad_dtype_rejected_by_every_backend(backend):

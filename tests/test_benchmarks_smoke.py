@@ -168,7 +168,8 @@ def test_gpu_check_dry_run(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["dry_run"] is True
-    assert list(report["steps"]) == ["env", "build", "pytest_gpu", "kernels", "memory", "training", "graph", "ncu"]
+    assert list(report["steps"]) == ["env", "build", "pytest_gpu", "kernels", "memory", "training", "graph", "sync_bn",
+                                   "ncu"]
     for name, step in report["steps"].items():
         assert step["status"] == "ok", (name, step.get("error"))
         assert step["seconds"] >= 0
@@ -183,6 +184,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert all(r["finite"] and r["ms_per_iter"] > 0 for r in rows)
     graph = steps["graph"]["data"]  # on a CPU: the eager fused step only
     assert graph["captured"] is False and graph["eager_loss"] > 0
+    assert steps["sync_bn"]["data"]["collective"] == "gloo" and steps["sync_bn"]["data"]["rows"]
     assert steps["ncu"]["data"]["available"] is False
     md = (out / "gpu_check.md").read_text()
     assert "| kernels | ok |" in md and "## training" in md

@@ -5,5 +5,5 @@ model -> predictions -> NMS (`yolo.boxes`) -> COCO json -> pycocotools -> metric
 Weights files in and out: `yolo.weights` (trainer .pt, state_dicts) and `yolo.darknet_weights` (.weights).
 Commands: `python -m yolo.train` (train, --resume, --weights), `python -m yolo.val` (score a checkpoint),
 `python -m yolo.detect` (boxes on images), `python -m yolo.weights` (convert .pt <-> Darknet .weights),
-`python -m yolo.experiment` (one run per activation). Each takes --help.
+`python -m yolo.experiment` (one run per variant: activations, the seed thread's knobs). Each takes --help.
 """

@@ -2,7 +2,8 @@
 or a glob such as 'photos/*.jpg').
 
 Writes to runs/detect/exp{,2,...} (--project/--name, like the trainer): each image with its boxes and labels
-drawn (as <stem>.jpg, sub-folders of the source kept), and per image a labels/<stem>.txt (YOLO txt: `cls xc yc w h conf`, normalized to the original image)
+drawn (as <stem>.jpg, sub-folders of the source kept; images that differ only in extension keep it: a.png ->
+a.png.jpg), and per image a labels/<stem>.txt (YOLO txt: `cls xc yc w h conf`, normalized to the original image)
 or with --save-format json a labels/<stem>.json ([{class, name, confidence, box: [x1, y1, x2, y2] pixels}]).
 Boxes are in the original image's pixels: the letterbox is undone.
 """
@@ -50,7 +51,7 @@ def build_parser():
 def find_images(source, cache_dir=None):
     """Image paths of a file, a folder (recursive), a glob pattern or the val split of the generated
     'shapes[:k=v,..]' data (in cache_dir), sorted; DetectError if none."""
-    from yolo.data.checks import IMAGE_SUFFIXES
+    from yolo.data.checks import IMAGE_SUFFIXES, find_image_files
 
     if str(source) == "shapes" or str(source).startswith("shapes:"):
         from yolo.data import DataError, load_data_config
@@ -61,7 +62,7 @@ def find_images(source, cache_dir=None):
             raise DetectError(f"--source {source}: {e}") from None
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = [Path(p) for p in find_image_files(path)]  # an unreadable sub-folder is an error, not skipped
     elif path.is_file():
         files = [path]
     elif any(c in str(source) for c in "*?["):
@@ -95,12 +96,14 @@ def write_predictions(det, shape, names, path, fmt):
     if fmt == "json":
         items = [{"class": int(c), "name": names[int(c)] if names else str(int(c)), "confidence": round(s, 5),
                   "box": [round(v, 2) for v in box]} for *box, s, c in det.tolist()]
-        path.with_suffix(".json").write_text(json.dumps(items, indent=1))
-        return path.with_suffix(".json")
+        out = path.with_name(path.name + ".json")  # appended: the stem may hold a dot (a.png)
+        out.write_text(json.dumps(items, indent=1))
+        return out
     lines = [f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {s:.5f}"
              for x1, y1, x2, y2, s, c in det.tolist()]
-    path.with_suffix(".txt").write_text("".join(line + "\n" for line in lines))
-    return path.with_suffix(".txt")
+    out = path.with_name(path.name + ".txt")
+    out.write_text("".join(line + "\n" for line in lines))
+    return out
 
 
 def draw(img, det, names, path):
@@ -111,6 +114,22 @@ def draw(img, det, names, path):
     draw_mosaic(tensor, boxes, path, names, max_size=max(img.shape[:2]))
 
 
+def output_stems(files: "list[Path]") -> "dict[Path, Path]":
+    """{image path: output path without suffix}, one distinct stem per image, so no result overwrites another.
+
+    The images' sub-folders below their common folder are kept (a/x.png, b/x.png); images of one folder that
+    differ only in extension (a.jpg, a.png) keep it in the stem (a.jpg, a.png -> a.jpg.jpg, labels/a.jpg.txt)."""
+    root = Path(os.path.commonpath([str(p.parent) for p in files]))
+    stems = {p: p.relative_to(root).with_suffix("") for p in files}
+    counts = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    stems = {p: (p.relative_to(root) if counts[stem] > 1 else stem) for p, stem in stems.items()}
+    if len(set(stems.values())) < len(stems):  # e.g. a.png, a.jpg and a.png.jpg: full names are always distinct
+        stems = {p: p.relative_to(root) for p in files}
+    return stems
+
+
 def detect(model, sources, save_dir, img_size, names=None, conf_thres=0.25, iou_thres=0.45, max_det=300,
            classes=None, save_format="txt", device="cpu", verbose=False, cache_dir=None):
     """Detect in every image of `sources` (see find_images); returns {image path: (n, 6) detections}."""
@@ -118,11 +137,14 @@ def detect(model, sources, save_dir, img_size, names=None, conf_thres=0.25, iou_
 
     save_dir = Path(save_dir)
     files = find_images(sources, cache_dir)
-    # Outputs keep the images' sub-folders below their common folder, so equal names cannot overwrite.
-    root = Path(os.path.commonpath([str(p.parent) for p in files]))
+    stems = output_stems(files)
+    shared = sorted(str(p) for p, stem in stems.items() if stem.name == p.name)
+    if shared and verbose:
+        print(f"{len(shared)} images share a name with another extension (e.g. {shared[0]}): their results keep "
+              "the extension in the name (a.png -> a.png.jpg, labels/a.png.txt)")
     out = {}
     for path in files:
-        stem = path.relative_to(root).with_suffix("")
+        stem = stems[path]
         for folder in (save_dir / "labels" / stem.parent, save_dir / stem.parent):
             folder.mkdir(parents=True, exist_ok=True)
         img = load_image(path)
@@ -174,15 +196,16 @@ def run(args):
 
 
 def main(argv=None):
-    """Exit status: 0 done, 2 bad options or input (one line naming the value), 130 interrupted."""
+    """Exit status: 0 done (every image has its own results), 2 bad options, input or file system (one line
+    naming the value or file: a read-only --project, a full disk), 130 interrupted."""
     from yolo.data import DataError
+    from yolo.utils.errors import report
 
     args = build_parser().parse_args(argv)
     try:
         save_dir = run(args)
-    except (DetectError, DataError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    except (DetectError, DataError, OSError) as e:
+        return report(PROG, e)
     except KeyboardInterrupt:
         return 130
     if args.verbose:

@@ -9,6 +9,7 @@ import yaml
 
 DEFAULT_HYP = {
     "giou": 3.54,  # GIoU box loss gain
+    "giou_pow": 1.0,  # box loss (1 - GIoU) ** giou_pow (the seed thread's row 7 squares it: 2)
     "cls": 37.4,  # class BCE loss gain
     "cls_pw": 1.0,  # class BCE positive weight
     "obj": 64.3,  # objectness BCE loss gain
@@ -35,7 +36,8 @@ DEFAULT_HYP = {
 # a probability above 1 is not one.
 INF = float("inf")
 RANGES = {
-    "giou": (0, INF, True, False), "cls": (0, INF, True, False), "obj": (0, INF, True, False),
+    "giou": (0, INF, True, False), "giou_pow": (1, INF, True, False), "cls": (0, INF, True, False),
+    "obj": (0, INF, True, False),
     "cls_pw": (0, INF, False, False), "obj_pw": (0, INF, False, False),
     "iou_t": (0, 1, False, True),
     "lr0": (0, INF, False, False), "lrf": (0, 1, False, True),
@@ -74,6 +76,9 @@ def load_hyp(path=None):
             overrides = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the hyperparameter file ({getattr(e, 'strerror', None) or e})") \
+            from None
     if not isinstance(overrides, dict):
         raise ValueError(f"{path}: expected a mapping of hyperparameter: value, got {type(overrides).__name__}")
     unknown = sorted(set(overrides) - set(DEFAULT_HYP))
@@ -81,10 +86,26 @@ def load_hyp(path=None):
         raise ValueError(f"{path}: unknown hyperparameter(s) {', '.join(map(str, unknown))}; "
                          f"valid: {', '.join(DEFAULT_HYP)}")
     for key, value in overrides.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{path}: hyperparameter {key!r} must be a number, got {value!r}")
+        value = _number(value)
+        if value is None:
+            raise ValueError(f"{path}: hyperparameter {key!r} must be a number, got {overrides[key]!r}")
         problem = check_hyp_value(key, float(value))
         if problem:
             raise ValueError(f"{path}: hyperparameter {key!r} {problem}")
         hyp[key] = float(value)
     return hyp
+
+
+def _number(value):
+    """A YAML value as a number, or None. PyYAML (YAML 1.1) reads `1e-3` and `5e4` as strings (it wants a dot:
+    `1.0e-3`), so a string that Python reads as a number is one here."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None

@@ -3,7 +3,8 @@
 Scaling, chosen to match ultralytics/yolov3 of 2020 so its hyperparameters (`yolo.hyp`) apply unchanged:
 - every term is a mean: box over the assigned anchors, objectness over all anchor cells of a head, class
   over assigned anchors x classes; the three heads' means are summed;
-- the terms are weighted by hyp["giou"], hyp["obj"], hyp["cls"];
+- the terms are weighted by hyp["giou"], hyp["obj"], hyp["cls"]; the box term is (1 - GIoU) ** hyp["giou_pow"]
+  (1; the seed thread's row 7 squares it); box centres are decoded as the model does (its heads' scale_xy);
 - the returned loss is multiplied by batch_size / NOMINAL_BATCH_SIZE (64), as that train.py did after the
   call. So gradients are proportional to the number of images: accumulating them over 64 / batch_size steps
   gives the gradient of the mean loss of 64 images whatever the batch size. The trainer must NOT rescale.
@@ -40,9 +41,9 @@ def compute_loss(outputs, targets, model, hyp=None):
         if len(b):
             ps = p[b, a, gj, gi]  # predictions of the assigned anchors
             anchors = head.anchors[a] / head.stride  # in grid cells, like tbox
-            pbox = torch.cat((torch.sigmoid(ps[:, :2]), torch.exp(ps[:, 2:4]).clamp(max=1e3) * anchors), 1)
+            pbox = torch.cat((head.cell_offset(ps[:, :2]), torch.exp(ps[:, 2:4]).clamp(max=1e3) * anchors), 1)
             giou = bbox_iou(pbox, tbox, x1y1x2y2=False, giou=True)
-            lbox = lbox + (1.0 - giou).mean()
+            lbox = lbox + giou_loss(giou, hyp["giou_pow"])
             tobj[b, a, gj, gi] = giou.detach().clamp(0)  # objectness target: how well the box fits
             if head.nc > 1:
                 tclass = torch.zeros_like(ps[:, 5:])
@@ -55,6 +56,12 @@ def compute_loss(outputs, targets, model, hyp=None):
     batch_size = outputs[0].shape[0]
     loss = total * (batch_size / NOMINAL_BATCH_SIZE)
     return loss, torch.stack((lbox, lobj, lcls, total)).detach()
+
+
+def giou_loss(giou, power=1.0):
+    """Mean of (1 - GIoU) ** power over the assigned anchors: power 1 is the Ultralytics box loss, 2 the
+    seed thread's `((1.0 - giou) ** 2).mean()`."""
+    return (1.0 - giou).mean() if power == 1 else ((1.0 - giou) ** power).mean()
 
 
 def build_targets(outputs, targets, model, iou_t):

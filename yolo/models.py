@@ -6,10 +6,12 @@
 
 `activation` replaces every hidden non-linearity of the cfg (leaky in the stock cfgs) by an activation from
 `yolo.activations`, which is how the trainer compares LeakyReLU, Swish and friends on the same network.
+`scale_xy` (also a [yolo] section's `scale_x_y=`) and `head_bias` are the seed thread's other knobs.
 """
 import copy
 import math
 from collections import Counter
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -51,10 +53,14 @@ class YOLOLayer(nn.Module):
     """A detection head: reshapes a conv output into (B, na, ny, nx, 5 + nc) and decodes it to boxes.
 
     `anchors` are (na, 2) widths/heights in input pixels; `stride` is the head's downsampling factor.
+    `scale_xy` stretches the box-centre sigmoid around 0.5 (Darknet's `scale_x_y`): the centre offset in its
+    cell is scale_xy * sigmoid(t) - (scale_xy - 1) / 2, so with scale_xy > 1 a centre on the cell's edge (0 or
+    1) is reached by a finite logit instead of only as t -> -inf/+inf.
     """
 
-    def __init__(self, anchors, num_classes, stride):
+    def __init__(self, anchors, num_classes, stride, scale_xy=1.0):
         super().__init__()
+        self.scale_xy = float(scale_xy)
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).view(-1, 2))
         self.na = self.anchors.shape[0]
         self.nc = num_classes
@@ -65,14 +71,20 @@ class YOLOLayer(nn.Module):
         bs, _, ny, nx = x.shape
         return x.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
 
+    def cell_offset(self, t):
+        """Box-centre logits -> offset inside the cell (0..1 for scale_xy 1); used by decode and the loss."""
+        if self.scale_xy == 1.0:
+            return torch.sigmoid(t)
+        return torch.sigmoid(t) * self.scale_xy - (self.scale_xy - 1) / 2
+
     def decode(self, p):
-        """Raw head output -> (B, na*ny*nx, 5 + nc): xy = (sigmoid + cell) * stride, wh = exp * anchor."""
+        """Raw head output -> (B, na*ny*nx, 5 + nc): xy = (cell_offset + cell) * stride, wh = exp * anchor."""
         p = p.float()  # exp() of fp16 logits overflows; boxes are decoded in fp32
         bs, na, ny, nx, no = p.shape
         ys, xs = torch.meshgrid(torch.arange(ny, device=p.device), torch.arange(nx, device=p.device),
                                 indexing="ij")
         grid = torch.stack((xs, ys), -1).view(1, 1, ny, nx, 2).float()
-        xy = (torch.sigmoid(p[..., :2]) + grid) * self.stride
+        xy = (self.cell_offset(p[..., :2]) + grid) * self.stride
         wh = torch.exp(p[..., 2:4]) * self.anchors.view(1, na, 1, 1, 2)
         return torch.cat((xy, wh, torch.sigmoid(p[..., 4:])), -1).view(bs, -1, no)
 
@@ -84,26 +96,36 @@ class Darknet(nn.Module):
     num_classes: overrides `classes` of every [yolo] and the filters of the conv feeding it.
     activation: a `yolo.activations` name that replaces every non-linear activation of the cfg
         ("linear" and "logistic" layers are kept: they are part of the architecture).
+    scale_xy: overrides `scale_x_y` of every [yolo] (default: the cfg's, else 1.0; see YOLOLayer).
+    head_bias: initial objectness and class logits of every head (the seed thread's -5); default None starts
+        them at their priors (about 8 objects per 640-px image, class probability 0.6 / nc).
 
     Attributes: num_classes, yolo_layers (the YOLOLayer heads, each with .anchors, .stride, .na, .nc),
     module_defs (the parsed layer sections, with the overrides applied), net_info (the [net] section),
     activation_name, cfg_path.
     """
 
-    def __init__(self, cfg, num_classes=None, activation=None):
+    def __init__(self, cfg, num_classes: Optional[int] = None, activation: Optional[str] = None,
+                 scale_xy: Optional[float] = None, head_bias: Optional[float] = None):
         super().__init__()
         if activation is not None and activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid names: {', '.join(ACTIVATIONS)}")
+        for name, value in (("scale_xy", scale_xy), ("head_bias", head_bias)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if scale_xy is not None and scale_xy <= 0:
+            raise ValueError(f"scale_xy must be > 0, got {scale_xy!r}")
         self.cfg_path = resolve_cfg(cfg)
         self.net_info, module_defs = parse_cfg(self.cfg_path)
-        self.module_defs = _apply_overrides(module_defs, self.cfg_path, num_classes, activation)
+        self.module_defs = _apply_overrides(module_defs, self.cfg_path, num_classes, activation, scale_xy)
         self.activation_name = activation or _dominant_activation(self.module_defs)
         self.module_list, self.saved_outputs = _build_layers(self.module_defs, self.net_info, self.cfg_path)
         self.yolo_layers = [m for m in self.module_list if isinstance(m, YOLOLayer)]
         if not self.yolo_layers:
             raise CfgError(self.cfg_path, self.module_defs[-1]["_line"], "the cfg has no [yolo] layer")
         self.num_classes = self.yolo_layers[0].nc
-        _init_head_biases(self.module_list)
+        _init_head_biases(self.module_list, head_bias)
 
     def forward(self, x, return_raw=False):
         """train(): list of raw heads. eval(): decoded (B, N, 5 + nc) tensor, plus the raw heads as a
@@ -125,10 +147,13 @@ class Darknet(nn.Module):
 
 # ---- cfg -> modules ------------------------------------------------------------------------------------------
 
-def _apply_overrides(module_defs, path, num_classes, activation):
-    """A copy of the layer defs with `num_classes` and `activation` written in, so the defs describe the model."""
+def _apply_overrides(module_defs, path, num_classes, activation, scale_xy=None):
+    """A copy of the layer defs with `num_classes`, `activation` and `scale_xy` written in, so the defs
+    describe the model."""
     defs = copy.deepcopy(module_defs)
     for i, mdef in enumerate(defs):
+        if mdef["type"] == "yolo" and scale_xy is not None:
+            mdef["scale_x_y"] = float(scale_xy)
         if activation is not None and mdef["type"] in ("convolutional", "shortcut"):
             if mdef.get("activation", "linear") not in _FIXED_ACTIVATIONS:
                 mdef["activation"] = activation
@@ -233,7 +258,10 @@ def _yolo(mdef, layers, stride, path):
     num_classes = _int(mdef, "classes", path)
     if stride != int(stride) or stride < 1:
         raise CfgError(path, mdef["_line"], f"[yolo] at a non-integer stride {stride}")
-    head = YOLOLayer([anchors[m] for m in mask], num_classes, int(stride))
+    scale_xy = mdef.get("scale_x_y", 1.0)
+    if isinstance(scale_xy, bool) or not isinstance(scale_xy, (int, float)) or not 0 < scale_xy < math.inf:
+        raise CfgError(path, mdef["_line"], f"[yolo] scale_x_y={scale_xy!r} must be a number > 0")
+    head = YOLOLayer([anchors[m] for m in mask], num_classes, int(stride), scale_xy)
     conv = layers[-1][0] if layers and isinstance(layers[-1], nn.Sequential) else None
     if not isinstance(conv, nn.Conv2d) or conv.out_channels != head.na * head.no:
         raise CfgError(path, mdef["_line"], f"[yolo] needs a [convolutional] right before it with "
@@ -260,9 +288,10 @@ def _activation(mdef, channels, path):
     return build_activation(name, channels)
 
 
-def _init_head_biases(module_list):
+def _init_head_biases(module_list, head_bias=None):
     """Start objectness and class logits at their priors (Ultralytics 2020), so the first steps are stable:
-    about 8 objects per 640-px image spread over the head's cells, class probability 0.6 / nc."""
+    about 8 objects per 640-px image spread over the head's cells, class probability 0.6 / nc. With
+    `head_bias` (the seed thread's row 9: -5), every objectness and class bias is set to that value instead."""
     for i, module in enumerate(module_list):
         if not isinstance(module, YOLOLayer):
             continue
@@ -271,6 +300,9 @@ def _init_head_biases(module_list):
             continue
         with torch.no_grad():
             b = conv.bias.view(module.na, module.no)
+            if head_bias is not None:
+                b[:, 4:] = head_bias
+                continue
             b[:, 4] += math.log(8 / (640 / module.stride) ** 2)
             b[:, 5:] += math.log(0.6 / (module.nc - 0.99))
 

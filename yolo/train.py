@@ -10,6 +10,7 @@ results.csv, results.png, opt.yaml, hyp.yaml, weights/{last,best}.pt and picture
 Programmatic use (one call per experiment): `yolo.train.run(cfg="yolov3-tiny", activation="swish",
 epochs=3, verbose=False)` returns a dict of final metrics, time per epoch, peak memory and the run folder.
 """
+import math
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -56,6 +57,7 @@ def train(opt=None, callbacks=None, **options):
         device = select_device(opt.device, info.local_rank)
     except DeviceError as e:
         raise OptionError(str(e)) from None
+    check_backend_env(device)
     created_group = info.enabled and not torch.distributed.is_initialized()
     ddp.init_distributed(info, device)
     try:
@@ -63,6 +65,19 @@ def train(opt=None, callbacks=None, **options):
     finally:
         if created_group:
             ddp.cleanup_distributed(info)
+
+
+def check_backend_env(device: torch.device) -> None:
+    """$SWISHKERNELS_BACKEND, when set, must name a backend that runs on `device`: checked here, before the
+    run folder is made, not at the first batch."""
+    from swishkernels.backends import ENV_VAR, requested, resolve
+
+    name = requested(None)
+    if name:
+        try:
+            resolve(None, device)
+        except (ValueError, RuntimeError) as e:
+            raise OptionError(f"${ENV_VAR}={name}: {e}") from None
 
 
 def load_run_hyp(path, optimizer):
@@ -78,6 +93,22 @@ def load_run_hyp(path, optimizer):
     if optimizer == "adam" and "lr0" not in given:
         hyp["lr0"] = ADAM_LR0
     return hyp
+
+
+def check_finite_weights(epoch: int, models: "dict[str, torch.nn.Module]") -> None:
+    """FloatingPointError if a model holds NaN or inf (a diverged step), before anything is evaluated or saved."""
+    for what, model in models.items():
+        bad = sum(int((~torch.isfinite(t)).sum()) for t in model.state_dict().values() if t.is_floating_point())
+        if bad:
+            raise FloatingPointError(f"training diverged in epoch {epoch}: {bad} non-finite values in the {what}; "
+                                     "lower lr0 or raise warmup_epochs (--hyp), or check the data")
+
+
+def check_finite_metrics(epoch: int, metrics: dict) -> None:
+    losses = {k: metrics[k] for k in ("box_loss", "obj_loss", "cls_loss") if k in metrics}
+    if not all(math.isfinite(float(v)) for v in losses.values()):
+        raise FloatingPointError(f"training diverged in epoch {epoch}: validation losses {losses}; lower lr0 or "
+                                 "raise warmup_epochs (--hyp), or check the data")
 
 
 class Trainer:
@@ -113,6 +144,12 @@ class Trainer:
             except (DataError, FileNotFoundError, ValueError) as e:
                 raise OptionError(f"--data {self.opt.data!r}: {e}") from None
         self.names, self.nc = list(data["names"]), int(data["nc"])
+        if self.ckpt is not None and (self.nc, self.names) != (self.ckpt["nc"], list(self.ckpt.get("names") or
+                                                                                   self.names)):
+            raise OptionError(f"--resume: {self.opt.resume} was trained on {self.ckpt['nc']} classes but "
+                              f"{self.opt.data} now has {self.nc} ({', '.join(self.names[:5])}"
+                              f"{', ...' if self.nc > 5 else ''}); resume with the data it started with, or start a "
+                              f"new run from these weights with --weights {self.opt.resume}")
         return data
 
     def build_model_and_optimizer(self, hyp):
@@ -123,7 +160,8 @@ class Trainer:
         from yolo.cfg_parser import CfgError
 
         try:
-            model = Darknet(opt.cfg, num_classes=self.nc, activation=opt.activation)
+            model = Darknet(opt.cfg, num_classes=self.nc, activation=opt.activation, scale_xy=opt.scale_xy,
+                            head_bias=opt.head_bias)
         except (FileNotFoundError, CfgError) as e:
             raise OptionError(f"--cfg: {e}") from None
         if opt.weights and self.ckpt is None:  # a resumed run restores its own weights
@@ -131,6 +169,11 @@ class Trainer:
         if opt.fuse_bn and not fuse_bn_swish(model, recompute=opt.fuse_bn_recompute).fused:
             raise OptionError(f"--fuse-bn: {opt.cfg} with activation {model.activation_name!r} has no BatchNorm2d "
                               "followed by Swish/SiLU; add --activation swish (or silu)")
+        if opt.sync_bn:
+            try:
+                model = ddp.sync_batch_norm(model, info, self.device)
+            except ValueError as e:
+                raise OptionError(f"--sync-bn: {e}") from None
         self.model = model.to(self.device)
         if opt.batch_size % info.world_size:
             raise OptionError(f"--batch-size {opt.batch_size} must be a multiple of the {info.world_size} processes")
@@ -218,19 +261,27 @@ class Trainer:
         self.memory = PeakMemory(self.device)
         if self.verbose:
             print(f"{PROG}: {self.describe()}")
-        epoch = self.start_epoch
+        epoch, failed = self.start_epoch, True
         try:
             for epoch in range(self.start_epoch, opt.epochs):
                 self.train_epoch(epoch)
                 if self.main:
                     self.end_epoch(epoch)
+            failed = False
         except KeyboardInterrupt:
             if self.main:
                 self.report_interrupt(epoch)
             raise
+        except FloatingPointError as e:  # diverged: say which checkpoint is still good
+            raise FloatingPointError(f"{e}; {self.kept()}") from None
         finally:
             if self.main and self.results.rows:
-                plot_results(self.results.path, self.save_dir / "results.png")
+                try:
+                    plot_results(self.results.path, self.save_dir / "results.png")
+                except Exception:
+                    if not failed:
+                        raise
+                    # the error that stopped the run (a full disk, say) is the one to report, not this one
         if self.main:
             self.draw_samples()
         ddp.barrier(self.info)
@@ -307,8 +358,10 @@ class Trainer:
         opt = self.opt
         final = epoch + 1 == opt.epochs
         metrics = None
+        check_finite_weights(epoch, {"weights": self.model, "EMA weights": self.ema.ema})
         if final or (not opt.notest and (epoch + 1) % opt.eval_interval == 0):
             metrics = self.evaluate()
+            check_finite_metrics(epoch, metrics)
             self.metrics = metrics
         row = make_row(epoch, self.train_loss.tolist(), metrics, self.lr, self.epoch_time, self.epoch_peak)
         self.results.append(row)
@@ -362,6 +415,14 @@ class Trainer:
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
 
+    def kept(self):
+        """What a stopped run leaves to resume from, for its error message."""
+        if not self.main:
+            return "rank 0 reports the checkpoint kept"
+        if self.saved_epoch is None:
+            return "no checkpoint was written"
+        return f"{self.last} keeps epoch {self.saved_epoch}"
+
     # ------------------------------------------------------------------------------------------ reporting
     def draw_samples(self):
         """train_batch0.jpg (augmented inputs and labels), val_labels.jpg and val_predictions.jpg (EMA model)."""
@@ -387,6 +448,7 @@ class Trainer:
     def describe(self):
         opt = self.opt
         fused = ", BN fused" + (" + recompute" if opt.fuse_bn_recompute else "") if opt.fuse_bn else ""
+        fused += ", BN synchronized" if opt.sync_bn and self.info.enabled else ""
         parts = [f"{opt.cfg} ({self.model.activation_name}{fused})", f"{self.nc} classes", f"device {self.device}",
                  f"batch {opt.batch_size} x accumulate {self.accumulate}", f"img {opt.img_size}",
                  f"{opt.optimizer}", f"amp {'on' if self.amp else 'off'}",
@@ -416,6 +478,7 @@ class Trainer:
             peak_mem_mb=max(self.peak_mems, default=float("nan")),
             activation=self.model.activation_name,
             device=str(self.device),
+            world_size=self.info.world_size,
             save_dir=str(self.save_dir),
             last=str(self.last),
             best=str(self.best) if self.best.exists() else None,
@@ -435,18 +498,19 @@ class Trainer:
 
 
 def main(argv=None):
-    """CLI entry. Exit status: 0 done, 1 training diverged, 2 bad options or bad input data (one line naming
-    the value), 130 interrupted (last.pt kept, resume command printed)."""
+    """CLI entry. Exit status: 0 done, 1 training diverged (one line; nothing non-finite is saved), 2 bad
+    options, bad input data or a file-system error such as a full disk or a read-only folder (one line naming
+    the value or file), 130 interrupted (last.pt kept, resume command printed)."""
     from yolo.data.errors import DataError
+    from yolo.utils.errors import report
 
     explicit = parse_explicit(argv)  # argparse errors exit 2 itself
     try:
         train(explicit)
-    except (OptionError, DataError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    except (OptionError, DataError, OSError) as e:
+        return report(PROG, e)
     except FloatingPointError as e:  # training diverged
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        report(PROG, e)
         return 1
     except KeyboardInterrupt:
         return 130

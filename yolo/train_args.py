@@ -24,6 +24,9 @@ DEFAULTS = {
     "activation": None,  # overrides the cfg's activation (see yolo.activations.ACTIVATIONS)
     "fuse_bn": False,  # BatchNorm2d + Swish/SiLU -> swishkernels.BatchNormSwish2d (saves only the block input)
     "fuse_bn_recompute": False,  # and the next layer recomputes the block output instead of keeping it
+    "sync_bn": False,  # under torchrun: BatchNorm statistics over all processes (fused: SyncBatchNormSwish2d)
+    "scale_xy": None,  # box-centre sigmoid stretch of every [yolo] (None: the cfg's scale_x_y, else 1)
+    "head_bias": None,  # initial objectness/class logits (None: priors; the seed thread's row 9 uses -5)
     "epochs": 20,
     "batch_size": 16,  # total over all DDP processes
     "accumulate": None,  # None: round(64 / batch_size), i.e. a nominal batch of 64 images
@@ -82,6 +85,13 @@ def build_parser():
     p.add_argument("--fuse-bn-recompute", action="store_true",
                    help="--fuse-bn, and the layer after each fused block recomputes its output in backward "
                    "instead of keeping it (less memory, one more elementwise pass)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun, BatchNorm statistics over the batches of all processes: fused layers "
+                   "become swishkernels.SyncBatchNormSwish2d (CPU and GPU), others nn.SyncBatchNorm (GPU only)")
+    p.add_argument("--scale-xy", type=float, help="box centre = scale * sigmoid(t) - (scale - 1) / 2 in every [yolo] "
+                   "(the seed thread tried 1.1, 1.2, 1.5) [the cfg's scale_x_y, else 1]")
+    p.add_argument("--head-bias", type=float, help="initialize every objectness and class bias to this value "
+                   "(the seed thread's -5) [priors: ~8 objects per 640-px image, class probability 0.6/nc]")
     p.add_argument("--epochs", type=int, help=f"[{D['epochs']}]")
     p.add_argument("--batch-size", type=int, help=f"total batch size (all GPUs) [{D['batch_size']}]")
     p.add_argument("--accumulate", type=int, help="batches per optimizer step [round(64 / batch-size)]")
@@ -133,6 +143,11 @@ def check_basic(opt):
             raise OptionError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {value!r}")
     if opt.accumulate is not None and (not isinstance(opt.accumulate, int) or opt.accumulate < 1):
         raise OptionError(f"--accumulate must be an integer >= 1, got {opt.accumulate!r}")
+    for key, low in (("scale_xy", 0), ("head_bias", -math.inf)):  # model knobs: finite numbers (scale_xy > 0)
+        value = getattr(opt, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not low < value < math.inf):
+            raise OptionError(f"--{key.replace('_', '-')} must be a finite number > {low:g}, got {value!r}")
     if str(opt.optimizer).lower() not in ("sgd", "adam"):
         raise OptionError(f"unknown optimizer {opt.optimizer!r}: use sgd or adam")
     opt.optimizer = opt.optimizer.lower()
@@ -190,7 +205,7 @@ def resolve_options(explicit):
             setattr(opt, key, str(Path(getattr(opt, key)).expanduser().resolve()))
     if Path(str(opt.cfg)).suffix == ".cfg":
         opt.cfg = str(Path(opt.cfg).expanduser().resolve())
-    if not str(opt.data).startswith("shapes") and Path(str(opt.data)).suffix in (".yaml", ".yml"):
+    if not str(opt.data).startswith("shapes") and Path(str(opt.data)).suffix in (".yaml", ".yml", ".data"):
         opt.data = str(Path(opt.data).expanduser().resolve())
     return opt, ckpt
 

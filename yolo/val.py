@@ -85,7 +85,7 @@ def run(args):
         raise ValError(f"--data is needed: {args.weights} does not record its training data")
     cache_dir = args.cache_dir or trained.get("cache_dir")
     try:
-        cfg = load_data_config(data, cache_dir=cache_dir)
+        cfg = load_data_config(data, cache_dir=cache_dir, splits=(args.task,))  # only the scored split must exist
     except (DataError, FileNotFoundError, ValueError) as e:
         raise ValError(f"--data {data!r}: {e}") from None
     if args.task not in cfg:
@@ -153,15 +153,16 @@ def format_report(metrics, category_ids):
 
 
 def main(argv=None):
-    """Exit status: 0 done, 2 bad options or input (one line naming the value), 130 interrupted."""
+    """Exit status: 0 done, 2 bad options, input or file system (one line naming the value or file),
+    130 interrupted."""
     from yolo.data import DataError
+    from yolo.utils.errors import report
 
     args = build_parser().parse_args(argv)
     try:
         metrics = run(args)
-    except (ValError, DataError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    except (ValError, DataError, OSError) as e:  # OSError: a file that cannot be read or written, a full disk
+        return report(PROG, e)
     except KeyboardInterrupt:
         return 130
     if args.verbose:

@@ -7,14 +7,19 @@
 Converting: `python -m yolo.weights export --weights last.pt --out model.weights [--cutoff N]` and
 `python -m yolo.weights import --weights yolov3.weights --cfg yolov3 --out yolov3.pt`.
 """
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-from yolo.darknet_weights import (WeightsError, cutoff_from_name, infer_num_classes, load_darknet_weights,
-                                  read_weights_file, save_darknet_weights)
+from yolo.darknet_weights import (
+    WeightsError,
+    cutoff_from_name,
+    infer_num_classes,
+    load_darknet_weights,
+    read_weights_file,
+    save_darknet_weights,
+)
 
 DARKNET_SUFFIXES = (".weights",)
 
@@ -132,7 +137,8 @@ def build_model(weights, cfg=None, num_classes=None, activation=None, device="cp
             info = {"cfg": str(cfg), "nc": nc, "names": None, "opt": {}, "hyp": None, "activation": activation}
         elif num_classes is not None and num_classes != info["nc"]:
             raise WeightsError(f"{weights}: trained for {info['nc']} classes, not {num_classes}")
-        model = Darknet(info["cfg"], num_classes=info["nc"], activation=activation or info.get("activation"))
+        model = Darknet(info["cfg"], num_classes=info["nc"], activation=activation or info.get("activation"),
+                        scale_xy=info["opt"].get("scale_xy"))  # it decodes boxes: not in the weights
         transfer(model, state, weights, fresh_heads=False)  # built from the file's own description: all fit
     model.names = info.get("names")
     return model.to(device).eval(), info
@@ -144,8 +150,9 @@ PROG = "python -m yolo.weights"
 
 
 def main(argv=None):
-    """Exit status 0 done, 2 bad input (one line naming the file)."""
+    """Exit status 0 done, 2 bad input or a file that cannot be read or written (one line naming the file)."""
     from yolo.train_args import OneLineParser
+    from yolo.utils.errors import report
 
     p = OneLineParser(prog=PROG, description="Convert between trainer .pt and Darknet .weights.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,9 +174,8 @@ def main(argv=None):
         else:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), args.out)
-    except (WeightsError, FileNotFoundError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    except (WeightsError, OSError, ValueError) as e:  # OSError: e.g. a read-only or full --out
+        return report(PROG, e)
     print(f"wrote {args.out} ({info['cfg']}, {info['nc']} classes)")
     return 0
 

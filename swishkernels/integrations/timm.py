@@ -28,3 +28,13 @@ def norm_act_verdict(module):
 
 def after_fuse(model):
     pass
+
+
+def sync_batchnorm(module, process_group):
+    """For sk.convert_sync_bn_swish: timm's own converter for its norm-act layer (BatchNormAct2d ->
+    SyncBatchNormAct, same act, drop, Parameters and buffers); None for other modules."""
+    if type(module) is not BatchNormAct2d:
+        return None
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(module, process_group)

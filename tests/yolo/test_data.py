@@ -13,8 +13,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from yolo.data import (DataError, MissingDataError, collate, create_dataloader, create_dataset, load_data_config,
-                       make_shapes_dataset)
+from yolo.data import (
+    DataError,
+    MissingDataError,
+    collate,
+    create_dataloader,
+    create_dataset,
+    load_data_config,
+    make_shapes_dataset,
+)
 from yolo.data import shapes as shapes_mod
 from yolo.data.augment import filter_boxes, letterbox
 

@@ -127,3 +127,69 @@ def test_cli_errors_exit_2_on_one_line(trained, images, tmp_path, extra, named, 
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and named in err
     assert not (tmp_path / "exp").exists()  # nothing written for a bad command
+
+
+# ---- issue 19: nothing lost, boxes in the frame the user sees ---------------------------------------------------
+
+def read_label_lines(path):
+    return [line.split() for line in path.read_text().splitlines()]
+
+
+def test_same_name_with_another_extension_keeps_both_results(trained, images, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes((images / "wide.png").read_bytes())  # 2 objects, 200 x 120
+    with Image.open(images / "tall.png") as im:
+        im.save(src / "a.jpg", quality=95)  # 1 object, 90 x 160
+    out = detect(ColourDetector(), str(src), tmp_path / "out", img_size=96, names=["red", "green"], conf_thres=0.5)
+    assert [len(out[str(src / n)]) for n in ("a.png", "a.jpg")] == [2, 1]
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.*"))
+    assert written == ["a.jpg.jpg", "a.png.jpg", "labels/a.jpg.txt", "labels/a.png.txt"]
+    assert len(read_label_lines(tmp_path / "out/labels/a.png.txt")) == 2
+    assert len(read_label_lines(tmp_path / "out/labels/a.jpg.txt")) == 1
+    for name, size in (("a.png.jpg", (200, 120)), ("a.jpg.jpg", (90, 160))):
+        with Image.open(tmp_path / "out" / name) as drawn:
+            assert drawn.size == size
+    # the CLI: one output per image, exit 0
+    assert main(["--weights", trained["best"], "--source", str(src), "--project", str(tmp_path / "cli"),
+                 "--device", "cpu", "--no-verbose"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli/exp/labels").iterdir()) == ["a.jpg.txt", "a.png.txt"]
+
+
+def test_exif_rotated_photo_gets_boxes_in_the_displayed_frame(images, tmp_path):
+    name, w, h, boxes = IMAGES[1]  # "tall": portrait as displayed
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown turned 90 degrees clockwise
+    with Image.open(images / f"{name}.png") as im:
+        im.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "phone.png", exif=exif.tobytes())
+    out = detect(ColourDetector(), str(tmp_path / "phone.png"), tmp_path / "out", img_size=96,
+                 names=["red", "green"], conf_thres=0.5)
+    det = out[str(tmp_path / "phone.png")]
+    expected = sorted((c, x1, y1, x2, y2) for x1, y1, x2, y2, c, _ in boxes)
+    got = sorted((int(c), *b) for *b, _, c in det.tolist())
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    assert np.abs(np.array([g[1:] for g in got]) - np.array([e[1:] for e in expected])).max() <= 2 * max(w, h) / 96
+    with Image.open(tmp_path / "out/phone.jpg") as drawn:
+        assert drawn.size == (w, h)
+
+
+def test_unreadable_sub_folder_of_the_source_is_an_error(images, tmp_path, monkeypatch, capsys):
+    from fs_faults import Denied
+
+    from yolo.data import DataError
+    from yolo.detect import find_images
+
+    (tmp_path / "src" / "more").mkdir(parents=True)
+    for target in (tmp_path / "src" / "x.png", tmp_path / "src" / "more" / "y.png"):
+        target.write_bytes((images / "wide.png").read_bytes())
+    faults = Denied(monkeypatch)
+    try:
+        faults.unreadable_path(tmp_path / "src" / "more")
+        with pytest.raises(DataError) as e:
+            find_images(str(tmp_path / "src"))
+        assert str(tmp_path / "src" / "more") in str(e.value) and "ermission denied" in str(e.value)
+        assert main(["--weights", "unused.pt", "--source", str(tmp_path / "src"), "--project", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and str(tmp_path / "src" / "more") in err
+    finally:
+        faults.restore()

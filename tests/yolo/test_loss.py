@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
+from yolo.boxes import bbox_iou
 from yolo.hyp import DEFAULT_HYP, load_hyp
-from yolo.loss import NOMINAL_BATCH_SIZE, build_targets, compute_loss, wh_iou
+from yolo.loss import NOMINAL_BATCH_SIZE, build_targets, compute_loss, giou_loss, wh_iou
 from yolo.models import Darknet
 
 TARGETS = torch.tensor([  # image, class, x, y, w, h (normalized)
@@ -162,7 +163,7 @@ def test_default_hyp_is_the_2020_ultralytics_set():
         "giou": 3.54, "cls": 37.4, "cls_pw": 1.0, "obj": 64.3, "obj_pw": 1.0, "iou_t": 0.20, "lr0": 0.01,
         "lrf": 0.0005, "momentum": 0.937, "weight_decay": 0.0005, "fl_gamma": 0.0, "hsv_h": 0.0138,
         "hsv_s": 0.678, "hsv_v": 0.36, "degrees": 1.98, "translate": 0.05, "scale": 0.05, "shear": 0.641,
-        "fliplr": 0.5, "warmup_epochs": 3.0,
+        "fliplr": 0.5, "warmup_epochs": 3.0, "giou_pow": 1.0,
     }
 
 
@@ -193,3 +194,88 @@ def test_focal_loss_option_changes_only_the_bce_terms(tiny):
     _, focal = compute_loss(outputs, TARGETS, tiny, {"fl_gamma": 1.5})
     torch.testing.assert_close(focal[0], plain[0])
     assert focal[1] < plain[1] and focal[2] < plain[2] and math.isfinite(focal[3])
+
+
+# ---- issue 20: the seed thread's squared GIoU loss and scale_xy in the loss ------------------------------------
+
+def hand_giou(a, b):
+    """GIoU of two (xc, yc, w, h) boxes in plain Python: IoU - (enclosing area - union) / enclosing area."""
+    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
+    return inter / union - (hull - union) / hull
+
+
+def test_squared_giou_of_a_known_pair_of_boxes():
+    # (0,0)-(2,2) and (1,1)-(3,3): intersection 1, union 7, hull 9 -> GIoU = 1/7 - 2/9 = -5/63.
+    a, b = torch.tensor([[1.0, 1.0, 2.0, 2.0]]), torch.tensor([[2.0, 2.0, 2.0, 2.0]])
+    giou = bbox_iou(a, b, x1y1x2y2=False, giou=True)
+    torch.testing.assert_close(giou, torch.tensor([-5 / 63]))
+    assert hand_giou([1, 1, 2, 2], [2, 2, 2, 2]) == pytest.approx(-5 / 63)
+    torch.testing.assert_close(giou_loss(giou), torch.tensor(68 / 63))
+    torch.testing.assert_close(giou_loss(giou, 2), torch.tensor((68 / 63) ** 2))
+    # With a perfect box beside it: the mean of 0 and (68/63)^2.
+    torch.testing.assert_close(giou_loss(torch.tensor([-5 / 63, 1.0]), 2), torch.tensor((68 / 63) ** 2 / 2))
+
+
+def box_term_by_hand(model, outputs, targets, power):
+    """hyp giou x the sum over heads of mean((1 - GIoU) ** power), every GIoU computed in plain Python from the
+    decoded prediction and the assigned target."""
+    total = 0.0
+    for head, p, (b, a, gj, gi, tbox, _) in zip(model.yolo_layers, outputs,
+                                                build_targets(outputs, targets, model, DEFAULT_HYP["iou_t"])):
+        terms = []
+        for k in range(len(b)):
+            t = p[b[k], a[k], gj[k], gi[k]].double().tolist()
+            anchor = (head.anchors[a[k]] / head.stride).double().tolist()
+            sig = [1 / (1 + math.exp(-v)) for v in t[:2]]
+            s = head.scale_xy
+            pred = [s * sig[0] - (s - 1) / 2, s * sig[1] - (s - 1) / 2, math.exp(t[2]) * anchor[0],
+                    math.exp(t[3]) * anchor[1]]
+            terms.append((1 - hand_giou(pred, tbox[k].double().tolist())) ** power)
+        total += sum(terms) / len(terms) if terms else 0.0  # the loss skips a head with no assignment
+    return DEFAULT_HYP["giou"] * total
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_giou_pow_sets_the_box_loss_power(tiny, power):
+    outputs = fake_outputs(tiny, 2, 64, 96)
+    _, items = compute_loss(outputs, TARGETS, tiny, {"giou_pow": power})
+    assert items[0].item() == pytest.approx(box_term_by_hand(tiny, outputs, TARGETS, power), rel=1e-5)
+    _, plain = compute_loss(outputs, TARGETS, tiny)
+    torch.testing.assert_close(items[2], plain[2])  # the class term does not depend on it
+    if power == 2.0:
+        assert items[0] != plain[0]
+
+
+def test_giou_pow_below_1_is_rejected(tmp_path):
+    path = tmp_path / "hyp.yaml"
+    path.write_text("giou_pow: 0.5\n")
+    with pytest.raises(ValueError, match=r"hyp.yaml.*giou_pow"):
+        load_hyp(path)
+
+
+def test_scale_xy_reaches_a_centre_on_the_cell_edge():
+    """A target centred on a cell corner (offset 0 in its cell): with scale_xy 1.2 the logit
+    logit(0.1 / 1.2) decodes exactly onto it (box loss 0); with scale_xy 1 no finite logit does."""
+    torch.manual_seed(0)
+    stretched = Darknet("yolov3-tiny", num_classes=3, scale_xy=1.2)
+    plain = Darknet("yolov3-tiny", num_classes=3)
+    target = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4]])  # 0.5 of an even grid: a cell corner in both heads
+    outputs = fake_outputs(stretched, 1, 64, 64, scale=0.1)
+    edge_logit = math.log((0.1 / 1.2) / (1 - 0.1 / 1.2))
+    assigned = 0
+    for head, p, (b, a, gj, gi, tbox, _) in zip(stretched.yolo_layers, outputs,
+                                                build_targets(outputs, target, stretched, DEFAULT_HYP["iou_t"])):
+        assert (tbox[:, :2] == 0).all()
+        assigned += len(b)
+        p[b, a, gj, gi, :2] = edge_logit
+        p[b, a, gj, gi, 2:4] = torch.log(tbox[:, 2:4] / (head.anchors[a] / head.stride))
+    assert assigned > 0
+    _, items = compute_loss(outputs, target, stretched)
+    assert items[0].abs() < 1e-5
+    _, items_plain = compute_loss(outputs, target, plain)
+    assert items_plain[0] > 0.05  # the same logits put the centre 0.077 of a cell inside: GIoU < 1
+    assert items_plain[0].item() == pytest.approx(box_term_by_hand(plain, outputs, target, 1.0), rel=1e-5)

@@ -13,12 +13,21 @@ from yolo.models import Darknet, YOLOLayer
 # float count of Darknet's yolov3.weights. yolov3-tiny: 8,852,366 + 6,368 = 8,858,734, the commonly quoted
 # "8.86M" (it includes the BN running stats). yolov3-spp: the yolov3 head with one extra 2048->512 1x1 conv
 # after the SPP concat (+1,048,576 weights, +1,024 BN): 62,998,749, Ultralytics' "6.29987e+07".
+# yolov3-spp-pan: yolov3-spp plus the bottom-up path's 12 convolutions, counted by hand in the cfg's header
+# comment: +15,249,408 (PAN_ADDED below) = 78,248,157; the heads are yolov3-spp's (same 80 -> 3 class change);
+# BN running stats + 2 x 6,144 channels.
+PAN_ADDED = {  # layer: (kernel, in, out), all batch-normalized: k*k*in*out + 2*out parameters
+    107: (3, 128, 256), 109: (1, 512, 256), 110: (3, 256, 512), 111: (1, 512, 256), 112: (3, 256, 512),
+    113: (1, 512, 256), 118: (3, 256, 512), 120: (1, 1024, 512), 121: (3, 512, 1024), 122: (1, 1024, 512),
+    123: (3, 512, 1024), 124: (1, 1024, 512),
+}
 COUNTS = [
     ("yolov3", 61_949_149, 61_534_504, 52_608),
     ("yolov3-tiny", 8_852_366, 8_674_496, 6_368),
     ("yolov3-spp", 62_998_749, 62_584_104, 53_632),
+    ("yolov3-spp-pan", 78_248_157, 77_833_512, 65_920),
 ]
-STRIDES = {"yolov3": [32, 16, 8], "yolov3-tiny": [32, 16], "yolov3-spp": [32, 16, 8]}
+STRIDES = {"yolov3": [32, 16, 8], "yolov3-tiny": [32, 16], "yolov3-spp": [32, 16, 8], "yolov3-spp-pan": [8, 16, 32]}
 H, W = 64, 96  # small and non-square: catches any h/w swap
 
 
@@ -154,7 +163,7 @@ def test_build_activation_types():
     expected = {
         "leaky": nn.LeakyReLU, "swish": swishkernels.Swish, "swish-naive": reference.NaiveSwish,
         "swish-seed-inplace": reference.SeedInplaceSwish, "swish-me": reference.MemoryEfficientSwish,
-        "silu": nn.SiLU, "mish": swishkernels.Mish, "prelu": nn.PReLU, "linear": nn.Identity,
+        "silu": nn.SiLU, "mish": swishkernels.Mish, "prelu": nn.PReLU, "prelu1": nn.PReLU, "linear": nn.Identity,
     }
     assert set(expected) == set(ACTIVATIONS)
     for name, kind in expected.items():
@@ -163,6 +172,23 @@ def test_build_activation_types():
     assert leaky.negative_slope == 0.1 and leaky.inplace
     prelu = build_activation("prelu", channels=8)
     assert prelu.num_parameters == 8 and torch.allclose(prelu.weight, torch.full((8,), 0.1))
+    # The seed thread's other form: nn.PReLU(num_parameters=1), PyTorch's init 0.25, whatever the channels.
+    prelu1 = build_activation("prelu1", channels=8)
+    assert prelu1.num_parameters == 1 and prelu1.weight.tolist() == [0.25]
+    with pytest.raises(ValueError, match="channels"):
+        build_activation("prelu")
+
+
+def test_prelu_forms_in_a_darknet():
+    per_channel, per_layer = (Darknet("yolov3-tiny", num_classes=2, activation=a) for a in ("prelu", "prelu1"))
+    slopes = [m.weight for m in per_channel.modules() if isinstance(m, nn.PReLU)]
+    convs = [m[0] for m in per_channel.module_list if isinstance(m, nn.Sequential) and hasattr(m, "act")]
+    assert [w.numel() for w in slopes] == [c.out_channels for c in convs] and len(slopes) == 11
+    assert all((w == 0.1).all() for w in slopes)
+    slopes = [m.weight for m in per_layer.modules() if isinstance(m, nn.PReLU)]
+    assert [w.tolist() for w in slopes] == [[0.25]] * 11
+    assert sum(p.numel() for p in per_channel.parameters()) - sum(p.numel() for p in per_layer.parameters()) == \
+        sum(c.out_channels for c in convs) - 11
 
 
 def test_bad_activation_name_lists_valid_names():
@@ -276,3 +302,142 @@ def test_inconsistent_cfgs_name_the_section(tmp_path):
         Darknet(str(write(tmp_path, wrong_filters)))
     # ...which the num_classes override repairs: it rewrites the filters of the conv before [yolo].
     assert Darknet(str(write(tmp_path, wrong_filters)), num_classes=2).num_classes == 2
+
+
+# ---- issue 20: the seed thread's knobs in the model ------------------------------------------------------------
+
+def decoded_centres(head, logit, ny=2, nx=3):
+    """(x, y) of every cell's decoded box, all centre logits = `logit`: (ny, nx, 2)."""
+    p = torch.zeros(1, head.na, ny, nx, head.no)
+    p[..., :2] = logit
+    return head.decode(p).view(head.na, ny, nx, head.no)[0, ..., :2]
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.2, 1.5])
+def test_scale_xy_decodes_centres_beyond_the_cell_edges(scale):
+    """Centre = (scale * sigmoid(t) - (scale - 1) / 2 + cell) * stride: at t -> -inf/+inf it lies (scale - 1)/2
+    of a cell outside the cell's edges, at t = 0 in the cell's middle (in float64, by the formula)."""
+    head = YOLOLayer([(10.0, 12.0)], num_classes=1, stride=8, scale_xy=scale)
+    cells = torch.stack(torch.meshgrid(torch.arange(2.0), torch.arange(3.0), indexing="ij")[::-1], -1)
+    beyond = (scale - 1) / 2
+    torch.testing.assert_close(decoded_centres(head, -40.0), (cells - beyond) * 8)
+    torch.testing.assert_close(decoded_centres(head, 40.0), (cells + 1 + beyond) * 8)
+    torch.testing.assert_close(decoded_centres(head, 0.0), (cells + 0.5) * 8)
+    if scale > 1:  # the edges themselves are reached by finite logits: sigmoid(t) = beyond / scale
+        edge = math.log(beyond / (scale - beyond))
+        torch.testing.assert_close(decoded_centres(head, edge), cells * 8)
+        torch.testing.assert_close(decoded_centres(head, -edge), (cells + 1) * 8)
+    t = torch.linspace(-6, 6, 13, dtype=torch.float64)
+    torch.testing.assert_close(head.cell_offset(t), scale * torch.sigmoid(t) - (scale - 1) / 2)
+
+
+def test_scale_xy_from_the_cfg_and_the_override(tmp_path):
+    path = write(tmp_path, TINY_CFG + "scale_x_y=1.05\n")
+    assert [h.scale_xy for h in Darknet(str(path)).yolo_layers] == [1.05]
+    assert [h.scale_xy for h in Darknet(str(write(tmp_path, TINY_CFG, "plain.cfg"))).yolo_layers] == [1.0]
+    model = Darknet(str(path), scale_xy=1.5)
+    assert model.yolo_layers[0].scale_xy == 1.5 and model.module_defs[-1]["scale_x_y"] == 1.5
+    # The override reaches decoding: with the same weights, every centre lies 1.5 / 1.05 times as far from
+    # its cell's middle as with the cfg's value; sizes and probabilities are unchanged.
+    torch.manual_seed(0)
+    wide = Darknet(str(path), scale_xy=1.5).eval()
+    torch.manual_seed(0)
+    cfg_scale = Darknet(str(path)).eval()
+    x = torch.rand(1, 3, 8, 12)
+    with torch.no_grad():
+        p_wide, p_cfg = wide(x), cfg_scale(x)
+    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij")
+    middles = (torch.stack((xs, ys), -1).view(1, -1, 2).repeat(1, 3, 1) + 0.5) * 2  # stride 2, 3 anchors
+    torch.testing.assert_close(p_wide[..., :2] - middles, (p_cfg[..., :2] - middles) * (1.5 / 1.05))
+    assert torch.equal(p_wide[..., 2:], p_cfg[..., 2:])
+    assert all(h.scale_xy == 1.2 for h in Darknet("yolov3-tiny", scale_xy=1.2).yolo_layers)
+    with pytest.raises(ValueError, match=r"net.cfg:19:.*scale_x_y"):
+        Darknet(str(write(tmp_path, TINY_CFG + "scale_x_y=0\n")))
+    with pytest.raises(ValueError, match="scale_xy"):
+        Darknet(str(path), scale_xy=-1.0)
+
+
+def test_head_bias_sets_objectness_and_class_biases():
+    torch.manual_seed(3)
+    default = Darknet("yolov3-tiny", num_classes=3)
+    torch.manual_seed(3)
+    minus5 = Darknet("yolov3-tiny", num_classes=3, head_bias=-5)
+    for d_head, head in zip(default.yolo_layers, minus5.yolo_layers):
+        index = list(minus5.module_list).index(head)
+        bias = minus5.module_list[index - 1][0].bias.view(head.na, head.no)
+        prior = default.module_list[index - 1][0].bias.view(head.na, head.no)
+        assert (bias[:, 4:] == -5.0).all()  # objectness and every class
+        assert torch.equal(bias[:, :4], prior[:, :4])  # box biases keep PyTorch's init
+        assert (prior[:, 4:] != -5.0).all()  # the default: priors, log(8 / cells) and log(0.6 / (nc - 0.99))
+    for name, value in minus5.state_dict().items():  # nothing else changes
+        if not name.endswith(".bias") or "conv" not in name:
+            assert torch.equal(value, default.state_dict()[name]), name
+
+
+def test_pan_cfg_is_spp_plus_a_bottom_up_path():
+    from yolo.cfg_parser import parse_cfg, resolve_cfg
+
+    _, spp = parse_cfg(resolve_cfg("yolov3-spp"))
+    _, pan = parse_cfg(resolve_cfg("yolov3-spp-pan"))
+
+    def strip(defs):
+        return [{k: v for k, v in d.items() if k != "_line"} for d in defs]
+
+    assert strip(pan[:87]) == strip(spp[:87])  # Darknet-53, SPP and the stride-32 five-conv set
+    assert [pan[i]["layers"] for i in (108, 119)] == [[-1, 94], [-1, 86]]  # bottom-up routes to the top-down path
+    assert [pan[i]["stride"] for i in (107, 118)] == [2, 2]  # and their downsampling convolutions
+    for i, (k, c_in, c_out) in PAN_ADDED.items():
+        assert (pan[i]["type"], pan[i]["size"], pan[i]["filters"], pan[i]["batch_normalize"]) == \
+            ("convolutional", k, c_out, 1)
+    with torch.device("meta"):
+        model, spp_model = Darknet("yolov3-spp-pan"), Darknet("yolov3-spp")
+    for i, (k, c_in, c_out) in PAN_ADDED.items():
+        assert model.module_list[i][0].in_channels == c_in
+    added = sum(k * k * c_in * c_out + 2 * c_out for k, c_in, c_out in PAN_ADDED.values())
+    assert added == 15_249_408
+    assert count(model) - count(spp_model) == added
+    n_convs = [sum(isinstance(m, nn.Conv2d) for m in x.modules()) for x in (model, spp_model)]
+    assert n_convs[0] == n_convs[1] + len(PAN_ADDED)
+    assert [h.stride for h in model.yolo_layers] == [8, 16, 32]
+    assert [pan[i]["mask"] for i in (105, 116, 127)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]  # small anchors first
+
+
+@pytest.mark.slow  # builds and steps 78M parameters: a few seconds
+def test_pan_trains_one_step(restore_threads):
+    from yolo.loss import compute_loss
+
+    torch.set_num_threads(1)  # tiny feature maps: on a busy 2-core machine a second thread only waits (4x slower)
+
+    torch.manual_seed(0)
+    model = Darknet("yolov3-spp-pan", num_classes=2).train()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([[0, 0, 0.3, 0.4, 0.2, 0.3], [1, 1, 0.6, 0.5, 0.5, 0.6]])
+    heads = model(x)
+    assert [tuple(p.shape) for p in heads] == [(2, 3, 64 // s, 64 // s, 7) for s in (8, 16, 32)]
+    loss, items = compute_loss(heads, targets, model)
+    assert torch.isfinite(loss) and (items[:3] > 0).all()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss.backward()
+    for i in (*PAN_ADDED, 126):  # every bottom-up conv and the stride-32 head learn
+        grad = model.module_list[i][0].weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, i
+    before = model.module_list[118][0].weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(before, model.module_list[118][0].weight)
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 3 * (8 * 8 + 4 * 4 + 2 * 2), 7)
+
+
+def test_trainer_options_for_the_knobs():
+    from yolo.train_args import OptionError, parse_explicit, resolve_options
+
+    explicit = parse_explicit(["--scale-xy", "1.2", "--head-bias", "-5", "--activation", "prelu1"])
+    assert explicit == {"scale_xy": 1.2, "head_bias": -5.0, "activation": "prelu1"}
+    opt, _ = resolve_options(explicit)
+    assert (opt.scale_xy, opt.head_bias, opt.activation) == (1.2, -5.0, "prelu1")
+    defaults, _ = resolve_options({})
+    assert defaults.scale_xy is None and defaults.head_bias is None  # the cfg's scale_x_y and the priors
+    for bad in ({"scale_xy": 0.0}, {"scale_xy": float("nan")}, {"head_bias": float("inf")}, {"scale_xy": "big"}):
+        with pytest.raises(OptionError, match=next(iter(bad)).replace("_", "-")):
+            resolve_options(bad)

@@ -168,7 +168,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     save_checkpoint({"epoch": 0}, path)
 
     def interrupted_save(obj, f):
-        Path(f).write_bytes(b"half a checkpoint")
+        f.write(b"half a checkpoint")  # save_checkpoint hands torch.save an open file
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", interrupted_save)

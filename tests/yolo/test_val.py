@@ -45,7 +45,8 @@ def test_best_pt_and_a_bare_state_dict_give_the_same_numbers(trained, last_metri
 
 def test_cli_prints_coco_stats_and_per_class_table_and_saves_json(trained, tmp_path, capsys):
     out = tmp_path / "preds.json"
-    assert main(["--weights", trained["last"], "--device", "cpu", "--save-json", str(out), "--conf-thres", "0.0001"]) == 0
+    assert main(["--weights", trained["last"], "--device", "cpu", "--save-json", str(out),
+                 "--conf-thres", "0.0001"]) == 0
     text = capsys.readouterr().out
     for name in COCO_STAT_NAMES:
         assert f"  {name} " in text

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolo.darknet_weights import (WeightsError, cutoff_from_name, load_darknet_weights, save_darknet_weights,
-                                  value_count)
+from yolo.darknet_weights import WeightsError, cutoff_from_name, load_darknet_weights, save_darknet_weights, value_count
 from yolo.models import Darknet
 from yolo.weights import build_model, load_into, main, transfer
 
@@ -156,7 +155,8 @@ def test_conversion_cli_round_trip(trained, tmp_path, capsys):
 
 
 def test_trainer_starts_from_weights_and_reports_shape_errors(trained, tmp_path, capsys):
-    from yolo.train import Trainer, main as train_main
+    from yolo.train import Trainer
+    from yolo.train import main as train_main
     from yolo.train_args import resolve_options
     from yolo.utils import distributed as ddp
 

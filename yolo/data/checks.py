@@ -5,11 +5,88 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError, MissingDataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+EXIF_ORIENTATION = 0x0112       # 1 = as stored; 5..8 turn the image by 90 degrees (width and height swap)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")   # "I": 32-bit ints, accepted holding 0..65535
+
+
+def find_image_files(folder: "str | os.PathLike") -> "list[str]":
+    """Image files under `folder` (sub-folders included), sorted; a sub-folder that cannot be listed is a
+    DataError naming it (Path.rglob would skip it without a word, and its images with it)."""
+    def refuse(error):
+        raise DataError(f"{error.filename}: cannot read this folder ({error.strerror}); fix its permissions "
+                        "or move it out of the data")
+
+    found = []
+    for folder_path, _, names in os.walk(folder, onerror=refuse, followlinks=True):
+        found += [os.path.join(folder_path, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+def exif_orientation(im: Image.Image, decoded: bool = False) -> int:
+    """The EXIF orientation tag (1..8) of an open image, 1 if it has none. A PNG not yet decoded is searched
+    for its eXIf chunk by skipping from chunk to chunk (Pillow would decode the image to find one after IDAT)."""
+    try:
+        if im.format == "PNG" and not decoded:
+            raw = im.info.get("exif") or _png_exif_chunk(im.filename)
+            exif = Image.Exif()
+            if raw:
+                exif.load(raw)
+        else:
+            exif = im.getexif()
+        value = exif.get(EXIF_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block: Pillow's exif_transpose ignores it too, and so do we
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def _png_exif_chunk(path):
+    """The data of a PNG file's eXIf chunk, or None; reads only the 8-byte chunk headers."""
+    with open(path, "rb") as f:
+        f.seek(8)  # the PNG signature
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"eXIf":
+                return f.read(length)
+            if kind == b"IEND":
+                return None
+            f.seek(length + 4, 1)  # data and CRC
+
+
+def displayed_size(im: Image.Image, decoded: bool = False) -> "tuple[int, int]":
+    """(w, h) as the image is shown: its EXIF orientation applied (labels are drawn on that frame)."""
+    w, h = im.size
+    return (h, w) if exif_orientation(im, decoded) >= 5 else (w, h)
+
+
+def to_rgb(im: Image.Image, path: "str | os.PathLike") -> np.ndarray:
+    """An open image as the RGB uint8 array it displays as: EXIF orientation applied; 16-bit grey (depth,
+    thermal, medical) scaled 0..65535 -> 0..255 rather than clipped at 255; float images refused."""
+    im.load()  # before reading the orientation: a PNG may keep its EXIF after the pixels
+    if exif_orientation(im, decoded=True) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"{path}: 32-bit integer image with values {values.min()}..{values.max()}, outside "
+                            "the 16-bit range 0..65535; convert it to 8 or 16 bits per channel")
+        grey = ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # rounded
+        return np.repeat(grey[..., None], 3, axis=2)
+    _refuse_float(im, path)
+    return np.asarray(im.convert("RGB"))
+
+
+def _refuse_float(im, path):
+    if im.mode == "F" or im.mode.startswith("F;"):
+        raise DataError(f"{path}: floating-point image (mode {im.mode}) has no defined 0..255 scale; "
+                        "convert it to 8 or 16 bits per channel")
 
 
 class Sample(NamedTuple):
@@ -47,7 +124,7 @@ def check_box(x1, y1, x2, y2, w, h):
 
 
 def check_image(path, decode=False):
-    """(h, w) of a readable image; DataError naming the file otherwise.
+    """(h, w) of a readable image as displayed (EXIF orientation applied); DataError naming the file otherwise.
 
     Without `decode` this reads the header and runs PIL's cheap verify(); `decode` also decodes the
     pixels, which catches truncated files too (used where bad samples must be dropped up front).
@@ -55,11 +132,14 @@ def check_image(path, decode=False):
     _check_not_empty(path)
     try:
         with Image.open(path) as im:
-            size = im.size
+            _refuse_float(im, path)
             if decode:
-                im.load()
+                to_rgb(im, path)
             else:
-                im.verify()
+                im.verify()  # must come first after open (PNG)
+            size = displayed_size(im, decoded=decode)
+    except DataError:
+        raise
     except FileNotFoundError:
         raise MissingDataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -78,11 +158,14 @@ def _check_not_empty(path):
 
 
 def load_image(path):
-    """The image as an RGB uint8 (h, w, 3) array; DataError naming the file if it cannot be decoded."""
+    """The image as displayed, an RGB uint8 (h, w, 3) array (see to_rgb); DataError naming the file if it
+    cannot be decoded."""
     _check_not_empty(path)
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return to_rgb(im, path)
+    except DataError:
+        raise
     except FileNotFoundError:
         raise MissingDataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

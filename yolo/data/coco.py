@@ -16,6 +16,10 @@ def read_json(path):
             data = json.load(f)
     except FileNotFoundError:
         raise MissingDataError(f"{path}: annotations file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a COCO annotations (.json) file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the annotations file ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid json ({e})") from None
     if not isinstance(data, dict):

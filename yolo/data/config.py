@@ -7,7 +7,11 @@ YAML layout (Ultralytics-like)::
     val: images/val               # or a folder / list file (or a list of them) of images with YOLO txt labels
     names: [person, bicycle, ...] # or {0: person, 1: bicycle}; optional for COCO splits (read from the json)
 
-or `shapes: {n_train: 200, img_size: 128}` for a generated dataset with those parameters.
+or `shapes: {n_train: 200, img_size: 128}` for a generated dataset with those parameters, or a Darknet
+`.data` file (classes=, train=, valid=, names=; see darknet_data.py).
+
+Only the splits a command uses must exist on disk (`splits`: train and val for the trainer, the scored one
+for yolo.val), so an Ultralytics coco.yaml whose `test:` split was never downloaded still loads.
 
 A split spec, as returned, is `{"format": "coco", "images": dir, "annotations": json}` or
 `{"format": "yolo", "sources": [folder or list file, ...]}` with absolute paths.
@@ -17,23 +21,34 @@ from pathlib import Path
 
 import yaml
 
+from .darknet_data import looks_like_darknet, read_darknet_data
 from .errors import DataError, MissingDataError
 from .shapes import CLASSES, ensure_shapes, split_paths
 
 SHAPES = "shapes"
 
 
-def load_data_config(data, cache_dir=None):
-    """Resolve `data` to {names, nc, train, val[, test], path}; missing paths -> FileNotFoundError."""
+def load_data_config(data, cache_dir=None, splits=("train", "val")):
+    """Resolve `data` to {names, nc, train, val[, test], path}; a missing path of one of `splits` ->
+    MissingDataError (a FileNotFoundError), other bad input -> DataError or ValueError naming the file."""
     text = str(data)
     if text == SHAPES or text.startswith(SHAPES + ":"):
         return shapes_config(cache_dir, **parse_overrides(text[len(SHAPES) + 1:]))
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise DataError(f"data config {path} is a folder; give a YAML or Darknet .data file, or 'shapes'")
     if not path.is_file():
-        raise MissingDataError(f"data config not found: {path} (give a YAML file or the built-in name 'shapes')")
+        raise MissingDataError(f"data config not found: {path} (give a YAML or Darknet .data file, or the "
+                               "built-in name 'shapes')")
     try:
-        cfg = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        content = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the data config ({getattr(e, 'strerror', None) or e})") from None
+    if path.suffix == ".data" or looks_like_darknet(content):
+        return read_darknet_data(content, path, splits)
+    try:
+        cfg = yaml.safe_load(content)
+    except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a mapping with train, val and names, got {type(cfg).__name__}")
@@ -51,10 +66,11 @@ def load_data_config(data, cache_dir=None):
     out = {"path": str(base.resolve()), "yaml": str(path)}
     for key in ("train", "val", "test"):
         if cfg.get(key) is not None:
-            out[key] = normalize_split(cfg[key], base, where=f"{path}: {key}")
+            out[key] = normalize_split(cfg[key], base, where=f"{path}: {key}", check=key in splits)
         elif key != "test":
             raise ValueError(f"{path}: missing required key '{key}'")
-    names = _names(cfg, path, out["train"])
+    coco_splits = [out[k] for k in splits if k in out and out[k]["format"] == "coco"]
+    names = _names(cfg, path, coco_splits[0] if coco_splits else out["train"])
     out.update(names=names, nc=len(names))
     return out
 
@@ -81,18 +97,22 @@ def parse_overrides(text):
     return out
 
 
-def normalize_split(split, base=None, where="split"):
-    """A split as given in a YAML (or already normalized) -> the absolute split spec; checks paths exist."""
+def normalize_split(split, base=None, where="split", check=True):
+    """A split as given in a YAML (or already normalized) -> the absolute split spec; with `check` its paths
+    must exist (MissingDataError naming them)."""
     base = Path(base) if base is not None else Path.cwd()
 
     def resolve(p, what):
         full = (base / Path(str(p)).expanduser()).resolve()
-        if not full.exists():
+        if check and not full.exists():
             raise MissingDataError(f"{where}: {what} not found: {full}")
         return str(full)
 
     if isinstance(split, dict) and split.get("format") == "yolo":
-        return {"format": "yolo", "sources": [resolve(p, "images") for p in split["sources"]]}
+        out = {"format": "yolo", "sources": [resolve(p, "images") for p in split["sources"]]}
+        if split.get("list_root"):  # a Darknet .data split: list entries relative to this folder first
+            out["list_root"] = split["list_root"]
+        return out
     if isinstance(split, dict) and "annotations" in split:
         if "images" not in split:
             raise ValueError(f"{where}: a COCO split needs both 'images' and 'annotations'")

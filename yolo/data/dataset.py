@@ -80,7 +80,8 @@ def create_dataset(split, names, img_size, augment, hyp, skip_bad=False, rect=Fa
         samples, category_ids, gt = read_coco(spec["images"], spec["annotations"], names, bad, decode=decode)
     else:
         source = ", ".join(spec["sources"])
-        samples, category_ids, gt = read_yolo(spec["sources"], names, bad, decode=decode)
+        samples, category_ids, gt = read_yolo(spec["sources"], names, bad, decode=decode,
+                                              list_root=spec.get("list_root"))
     bad.warn(len(samples) + len(bad.messages), source)
     if not samples:
         raise DataError(f"{source}: no usable images")

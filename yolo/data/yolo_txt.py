@@ -9,34 +9,43 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import IMAGE_SUFFIXES, Sample, box_tolerance, check_box, check_image
+from .checks import IMAGE_SUFFIXES, Sample, box_tolerance, check_box, check_image, find_image_files
 from .errors import DataError, MissingDataError
 
 
-def image_files(sources):
-    """Image paths from folders (searched recursively), list files (one path a line) or single images."""
+def image_files(sources, list_root=None):
+    """Image paths from folders (searched recursively), list files (one path a line) or single images.
+
+    A relative path in a list file is relative to the list file, or with `list_root` (Darknet .data files)
+    to `list_root` first (darknet's rule: the folder it runs in), then to the list file."""
     files = []
     for source in sources:
         source = Path(source)
         if source.is_dir():
-            files += sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += find_image_files(source)
         elif source.suffix.lower() in IMAGE_SUFFIXES:
             files.append(str(source))
         elif source.is_file():
-            files += _list_file(source)
+            files += _list_file(source, list_root)
         else:
             raise MissingDataError(f"{source}: image folder or list file not found")
     return files
 
 
-def _list_file(path):
+def _list_file(path, list_root=None):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the image list ({getattr(e, 'strerror', None) or e})") from None
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         p = Path(line).expanduser()
-        p = p if p.is_absolute() else path.parent / p   # relative entries are relative to the list file
+        if not p.is_absolute():
+            candidates = ([Path(list_root) / p] if list_root is not None else []) + [path.parent / p]
+            p = Path(os.path.normpath(next((c for c in candidates if c.exists()), candidates[0])))
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError(f"{path}: line {n}: {line!r} is not an image path ({', '.join(IMAGE_SUFFIXES)})")
         out.append(str(p))
@@ -111,10 +120,10 @@ def _parse_line(line, where, nc, w, h):
     return box, int(cls)
 
 
-def read_yolo(sources, names, bad, decode=False):
+def read_yolo(sources, names, bad, decode=False, list_root=None):
     """-> (samples, category_ids, gt): image ids number the images 1.. in order, category ids are 1..nc."""
     samples = []
-    for i, path in enumerate(image_files(sources)):
+    for i, path in enumerate(image_files(sources, list_root)):
         try:
             h, w = check_image(path, decode=decode)
             boxes, classes = read_labels(label_path(path), len(names), w, h, bad)

@@ -18,13 +18,19 @@ def _temporary(path, pid):
 
 
 def save_checkpoint(ckpt, path):
+    """Write `ckpt` to `path` atomically; OSError naming `path` if it cannot be written (e.g. a full disk)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = _temporary(path, os.getpid())
     try:
-        torch.save(ckpt, tmp)
+        # Through a Python file: a full disk is then an OSError (ENOSPC), not torch's "unexpected pos" RuntimeError.
+        with open(tmp, "wb") as f:
+            torch.save(ckpt, f)
         os.replace(tmp, path)  # atomic on POSIX and Windows
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write the checkpoint ({e.strerror or e}); the previous one is kept",
+                      str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -113,7 +119,8 @@ def load_model(path, device="cpu", use_ema=True):
     from yolo.models import Darknet
 
     ckpt = load_checkpoint(path)
-    model = Darknet(ckpt["cfg"], num_classes=ckpt["nc"], activation=ckpt.get("activation"))
+    model = Darknet(ckpt["cfg"], num_classes=ckpt["nc"], activation=ckpt.get("activation"),
+                    scale_xy=(ckpt.get("opt") or {}).get("scale_xy"))  # it decodes boxes: not in the weights
     weights = ckpt["ema"]["model"] if use_ema or "model" not in ckpt else ckpt["model"]  # best.pt: EMA only
     model.load_state_dict(weights)
     model.names = ckpt.get("names")

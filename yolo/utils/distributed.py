@@ -44,6 +44,15 @@ def barrier(info):
         dist.barrier()
 
 
+def from_main(value, info):
+    """Rank 0's `value` on every process (a decision every rank must take alike, e.g. whether to resume)."""
+    if not info.enabled or not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def cleanup_distributed(info):
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
@@ -57,3 +66,21 @@ def wrap_ddp(model, info, device):
     ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids, output_device=device.index if ids else None)
 
+
+def sync_batch_norm(model, info, device):
+    """--sync-bn: BatchNorm statistics over the batches of all processes. Fused BatchNorm+Swish layers become
+    swishkernels.SyncBatchNormSwish2d (gloo on CPU, NCCL on GPUs), other BatchNorms nn.SyncBatchNorm, which
+    PyTorch runs on GPUs only: on a CPU they are a ValueError. One process: the model as it is."""
+    import torch.nn as nn
+
+    from swishkernels import BatchNormSwish2d, convert_sync_bn_swish
+
+    if not info.enabled:
+        return model
+    if device.type != "cuda":
+        plain = [name for name, m in model.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, BatchNormSwish2d)]
+        if plain:
+            raise ValueError(f"{len(plain)} BatchNorm layers (first: {plain[0]}) are not fused with a Swish and "
+                             "PyTorch's SyncBatchNorm runs only on GPUs; on a CPU add --activation swish --fuse-bn")
+    return convert_sync_bn_swish(model)

@@ -1,6 +1,7 @@
 """Pictures of a run: results.png (the results.csv curves, matplotlib Agg) and image mosaics with boxes drawn
 by Pillow."""
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,14 @@ def plot_results(csv_path, png_path=None):
     for ax in axes.ravel()[len(PLOTTED):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=150)
+    # Atomic, like the checkpoints: a failed write (a full disk) leaves the previous picture, not a 0-byte file.
+    tmp = png_path.with_name(f".{png_path.name}.tmp{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=150, format="png")
+        os.replace(tmp, png_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return png_path
 
 

@@ -125,6 +125,17 @@ def test_sync_batchnorm_conversion_keeps_the_activation(converter, gen):
         torch.testing.assert_close(converted(x), model.eval()(x))
 
 
+def test_converted_to_sync_batchnorm_then_fused_again(gen):
+    """After torch's conversion the folded activations are still in their slots: fusing again pairs each new
+    nn.SyncBatchNorm with the same FoldedActivation (SyncBatchNormSwish2d; no process group here: local)."""
+    model = make_model(gen)
+    fused = nn.SyncBatchNorm.convert_sync_batchnorm(fused_copy(model))
+    folded = fused[1].act
+    assert fused_names(fused) == ("1.bn", "2.bn")
+    assert isinstance(fused[1].bn, sk.SyncBatchNormSwish2d) and fused[1].act is folded
+    assert_same_step(model, fused, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
+
+
 def test_quantization_fuse_modules_names_the_fused_layer(gen):
     from torch.ao.quantization import fuse_modules
 

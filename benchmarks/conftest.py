@@ -8,11 +8,10 @@ SWISHKERNELS_BENCH_JSON (also write the rows and the machine there).
 import json
 import os
 
-import torch
-
 import kernel_suite
 import machine
 import timing
+import torch
 
 # One thread by default: on a shared 2-core machine a second thread mostly waits for the scheduler, which
 # turns microsecond kernels into 20 ms stalls; single-thread numbers are stable and comparable.

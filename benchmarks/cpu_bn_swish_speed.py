@@ -1,8 +1,9 @@
-"""Speed of the fused BatchNorm+Swish CPU module against nn.BatchNorm2d + nn.SiLU, measured in the same run.
+"""Speed of the fused BatchNorm+Swish (or +Mish) CPU module against nn.BatchNorm2d + nn.SiLU (nn.Mish), in one run.
 
     .venv/bin/python benchmarks/cpu_bn_swish_speed.py      # fp32 + bf16, NCHW + channels_last, 1 and 2 threads
     .venv/bin/python benchmarks/cpu_bn_swish_speed.py --shapes 8x64x80x80 --dtypes float32 --threads 1
     .venv/bin/python benchmarks/cpu_bn_swish_speed.py --modes train     # forward+backward only
+    .venv/bin/python benchmarks/cpu_bn_swish_speed.py --activation mish # BatchNormMish2d against BN + nn.Mish
 
 Prints one row per (mode, shape, layout, dtype, threads): the best time of the eager peer
 nn.Sequential(nn.BatchNorm2d(C), nn.SiLU()), of swishkernels.BatchNormSwish2d(C, backend="cpu") and
@@ -25,22 +26,27 @@ import platform
 
 import torch
 import torch.nn as nn
+from timing import alternating_times, keep_freed_memory_mapped
 
 import swishkernels as sk
-from timing import alternating_times, keep_freed_memory_mapped
 
 
 def parse_shape(text):
     return tuple(int(s) for s in text.lower().split("x"))
 
 
-def make_modules(channels, dtype):
+# --activation -> (PyTorch's activation module, the fused module)
+ACTIVATIONS = {"swish": (nn.SiLU, sk.BatchNormSwish2d), "mish": (nn.Mish, sk.BatchNormMish2d)}
+
+
+def make_modules(channels, dtype, activation="swish"):
     torch.manual_seed(0)
-    peer = nn.Sequential(nn.BatchNorm2d(channels), nn.SiLU())
+    peer_act, fused_class = ACTIVATIONS[activation]
+    peer = nn.Sequential(nn.BatchNorm2d(channels), peer_act())
     with torch.no_grad():
         peer[0].weight.uniform_(0.5, 1.5)
         peer[0].bias.uniform_(-1, 1)
-    fused = sk.BatchNormSwish2d(channels, backend="cpu")
+    fused = fused_class(channels, backend="cpu")
     fused.load_state_dict(peer[0].state_dict())
     return peer.to(dtype), fused.to(dtype)
 
@@ -68,6 +74,7 @@ def main():
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--modes", default="train,eval")
+    parser.add_argument("--activation", choices=list(ACTIVATIONS), default="swish")
     parser.add_argument("--repeats", type=int, default=10, help="at least this many rounds")
     parser.add_argument("--seconds", type=float, default=1.0, help="rounds fill this time")
     parser.add_argument("--keep-freed-memory", action="store_true",
@@ -80,7 +87,8 @@ def main():
           f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"
           f"{', freed memory kept (no page faults)' if args.keep_freed_memory else ''}")
     print(f"{'mode':>5} {'shape':>14} {'layout':>13} {'dtype':>9} {'threads':>7} "
-          f"{'BN+SiLU ms':>10} {'fused ms':>9} {'fused/peer':>10}")
+          f"{'peer ms':>10} {'fused ms':>9} {'fused/peer':>10}   "
+          f"(peer: BatchNorm2d + {ACTIVATIONS[args.activation][0].__name__})")
     gen = torch.Generator().manual_seed(0)
     for mode in args.modes.split(","):
         for shape in map(parse_shape, args.shapes.split(",")):
@@ -91,7 +99,7 @@ def main():
                     x = (torch.randn(shape, generator=gen) * 2 + 0.5).to(dtype).contiguous(
                         memory_format=memory_format)
                     dy = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=memory_format)
-                    peer, fused = make_modules(shape[1], dtype)
+                    peer, fused = make_modules(shape[1], dtype, args.activation)
                     if mode == "train":
                         x.requires_grad_(True)
                         fns = [train_step(peer.train(), x, dy), train_step(fused.train(), x, dy)]

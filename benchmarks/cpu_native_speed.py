@@ -20,9 +20,9 @@ import statistics
 
 import torch
 import torch.nn.functional as F
+from timing import alternating_times
 
 import swishkernels._C  # noqa: F401  (registers torch.ops.swishkernels)
-from timing import alternating_times
 
 ops = torch.ops.swishkernels
 PEERS = {  # activation -> pass -> (ATen's op, ours)

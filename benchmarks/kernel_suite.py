@@ -13,10 +13,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List
 
-import torch
-
 import peers
 import timing
+import torch
 import traffic
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -1,4 +1,4 @@
-"""Every implementation the benchmarks compare, in one place (ARCHITECTURE.md, "Measuring": peers named in the same run).
+"""Every implementation the benchmarks compare, in one place (ARCHITECTURE.md, "Measuring": peers in one run).
 
 Swish: our backends available on the device, the naive `x * sigmoid(x)`, the seed's MemoryEfficientSwish,
 F.silu, torch.compile(F.silu), and LeakyReLU(0.1, inplace=True) as the cost floor.

@@ -8,11 +8,10 @@ that conftest.py prints at the end.
 """
 import os
 
-import pytest
-import torch
-
 import kernel_suite
+import pytest
 import timing
+import torch
 
 BUDGET_S = float(os.environ.get("SWISHKERNELS_BENCH_BUDGET_S", "0.25"))
 CASES = kernel_suite.cases()

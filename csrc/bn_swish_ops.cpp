@@ -1,5 +1,7 @@
-// The fused BatchNorm + Swish ops (swishkernels/bn_ops.py documents them): schemas, argument
-// checks and layout rules, registered for CPU. Fake kernels are registered from Python.
+// The fused BatchNorm + activation ops (swishkernels/bn_swish_ops.py documents them): schemas,
+// argument checks and layout rules, registered for CPU. Fake kernels are registered from Python.
+// bn_swish_stats is shared by every activation (the statistics do not depend on it); the other
+// three exist once per activation: bn_swish_* and bn_mish_*.
 //
 // x is made dense if it is not and walked as [outer, C, inner] in memory order (C = x.size(1));
 // grad_output is brought to x's dtype and strides; per-channel tensors are made contiguous and
@@ -69,54 +71,75 @@ at::Tensor channel_output(const at::Tensor& x, const at::Tensor& like) {
   return at::zeros({x.size(1)}, like.options());
 }
 
-std::tuple<at::Tensor, at::Tensor> bn_swish_stats(const at::Tensor& x_in, const at::Tensor& shift_in) {
+// The op names of activation f, for error messages.
+template <Activation f>
+struct Names;
+template <>
+struct Names<Activation::Swish> {
+  static constexpr const char* forward = "swishkernels::bn_swish_forward";
+  static constexpr const char* backward_reduce = "swishkernels::bn_swish_backward_reduce";
+  static constexpr const char* backward_input = "swishkernels::bn_swish_backward_input";
+};
+template <>
+struct Names<Activation::Mish> {
+  static constexpr const char* forward = "swishkernels::bn_mish_forward";
+  static constexpr const char* backward_reduce = "swishkernels::bn_mish_backward_reduce";
+  static constexpr const char* backward_input = "swishkernels::bn_mish_backward_input";
+};
+
+std::tuple<at::Tensor, at::Tensor> bn_swish_stats(const at::Tensor& x_in,
+                                                  const at::Tensor& shift_in,
+                                                  const at::Tensor& factor_in) {
   constexpr const char* op = "swishkernels::bn_swish_stats";
   const at::Tensor x = dense(op, x_in);
-  const auto pc = per_channel(op, x, {shift_in});
+  const auto pc = per_channel(op, x, {shift_in, factor_in});
   at::Tensor sum = channel_output(x, pc[0]), sumsq = channel_output(x, pc[0]);
   if (x.numel() > 0) {
-    cpu::bn::stats(x, pc[0], geometry(x), sum, sumsq);
+    cpu::bn::stats(x, pc[0], pc[1], geometry(x), sum, sumsq);
   }
   return {sum, sumsq};
 }
 
-at::Tensor bn_swish_forward(const at::Tensor& x_in, const at::Tensor& scale,
-                            const at::Tensor& shift) {
-  constexpr const char* op = "swishkernels::bn_swish_forward";
+template <Activation f>
+at::Tensor bn_act_forward(const at::Tensor& x_in, const at::Tensor& scale,
+                          const at::Tensor& shift) {
+  constexpr const char* op = Names<f>::forward;
   const at::Tensor x = dense(op, x_in);
   const auto pc = per_channel(op, x, {scale, shift});
   at::Tensor y = at::empty_like(x);
   if (x.numel() > 0) {
-    cpu::bn::forward(x, pc[0], pc[1], geometry(x), y);
+    cpu::bn::forward(f, x, pc[0], pc[1], geometry(x), y);
   }
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor> bn_swish_backward_reduce(
+template <Activation f>
+std::tuple<at::Tensor, at::Tensor> bn_act_backward_reduce(
     const at::Tensor& grad_output, const at::Tensor& x_in, const at::Tensor& scale,
     const at::Tensor& shift, const at::Tensor& mean) {
-  constexpr const char* op = "swishkernels::bn_swish_backward_reduce";
+  constexpr const char* op = Names<f>::backward_reduce;
   const at::Tensor x = dense(op, x_in);
   const at::Tensor dy = grad_like(op, grad_output, x);
   const auto pc = per_channel(op, x, {scale, shift, mean});
   at::Tensor sum_dz = channel_output(x, pc[0]), sum_dz_xmu = channel_output(x, pc[0]);
   if (x.numel() > 0) {
-    cpu::bn::backward_reduce(dy, x, pc[0], pc[1], pc[2], geometry(x), sum_dz, sum_dz_xmu);
+    cpu::bn::backward_reduce(f, dy, x, pc[0], pc[1], pc[2], geometry(x), sum_dz, sum_dz_xmu);
   }
   return {sum_dz, sum_dz_xmu};
 }
 
-at::Tensor bn_swish_backward_input(const at::Tensor& grad_output, const at::Tensor& x_in,
-                                   const at::Tensor& scale, const at::Tensor& shift,
-                                   const at::Tensor& coef_dz, const at::Tensor& coef_x,
-                                   const at::Tensor& coef_0) {
-  constexpr const char* op = "swishkernels::bn_swish_backward_input";
+template <Activation f>
+at::Tensor bn_act_backward_input(const at::Tensor& grad_output, const at::Tensor& x_in,
+                                 const at::Tensor& scale, const at::Tensor& shift,
+                                 const at::Tensor& coef_dz, const at::Tensor& coef_z,
+                                 const at::Tensor& coef_0) {
+  constexpr const char* op = Names<f>::backward_input;
   const at::Tensor x = dense(op, x_in);
   const at::Tensor dy = grad_like(op, grad_output, x);
-  const auto pc = per_channel(op, x, {scale, shift, coef_dz, coef_x, coef_0});
+  const auto pc = per_channel(op, x, {scale, shift, coef_dz, coef_z, coef_0});
   at::Tensor grad_input = at::empty_like(x);
   if (x.numel() > 0) {
-    cpu::bn::backward_input(dy, x, pc[0], pc[1], pc[2], pc[3], pc[4], geometry(x), grad_input);
+    cpu::bn::backward_input(f, dy, x, pc[0], pc[1], pc[2], pc[3], pc[4], geometry(x), grad_input);
   }
   return grad_input;
 }
@@ -124,21 +147,26 @@ at::Tensor bn_swish_backward_input(const at::Tensor& grad_output, const at::Tens
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(swishkernels, m) {
-  m.def("bn_swish_stats(Tensor x, Tensor shift) -> (Tensor, Tensor)");
-  m.def("bn_swish_forward(Tensor x, Tensor scale, Tensor shift) -> Tensor");
-  m.def(
-      "bn_swish_backward_reduce(Tensor grad_output, Tensor x, Tensor scale, Tensor shift, "
-      "Tensor mean) -> (Tensor, Tensor)");
-  m.def(
-      "bn_swish_backward_input(Tensor grad_output, Tensor x, Tensor scale, Tensor shift, "
-      "Tensor coef_dz, Tensor coef_x, Tensor coef_0) -> Tensor");
+  m.def("bn_swish_stats(Tensor x, Tensor shift, Tensor factor) -> (Tensor, Tensor)");
+#define SWISHKERNELS_DEF_BN_ACT(act)                                                       \
+  m.def("bn_" act "_forward(Tensor x, Tensor scale, Tensor shift) -> Tensor");             \
+  m.def("bn_" act "_backward_reduce(Tensor grad_output, Tensor x, Tensor scale, "          \
+        "Tensor shift, Tensor mean) -> (Tensor, Tensor)");                                 \
+  m.def("bn_" act "_backward_input(Tensor grad_output, Tensor x, Tensor scale, "           \
+        "Tensor shift, Tensor coef_dz, Tensor coef_z, Tensor coef_0) -> Tensor");
+  SWISHKERNELS_DEF_BN_ACT("swish")
+  SWISHKERNELS_DEF_BN_ACT("mish")
+#undef SWISHKERNELS_DEF_BN_ACT
 }
 
 TORCH_LIBRARY_IMPL(swishkernels, CPU, m) {
   m.impl("bn_swish_stats", &bn_swish_stats);
-  m.impl("bn_swish_forward", &bn_swish_forward);
-  m.impl("bn_swish_backward_reduce", &bn_swish_backward_reduce);
-  m.impl("bn_swish_backward_input", &bn_swish_backward_input);
+  m.impl("bn_swish_forward", &bn_act_forward<Activation::Swish>);
+  m.impl("bn_swish_backward_reduce", &bn_act_backward_reduce<Activation::Swish>);
+  m.impl("bn_swish_backward_input", &bn_act_backward_input<Activation::Swish>);
+  m.impl("bn_mish_forward", &bn_act_forward<Activation::Mish>);
+  m.impl("bn_mish_backward_reduce", &bn_act_backward_reduce<Activation::Mish>);
+  m.impl("bn_mish_backward_input", &bn_act_backward_input<Activation::Mish>);
 }
 
 }  // namespace swishkernels

@@ -5,7 +5,7 @@
     sk.available_backends("cuda")
 """
 from . import reference
-from ._version import __version__
+from ._version import __version__  # noqa: F401  (the public version attribute)
 from .autograd import MishFunction, SwishFunction
 from .backends import available_backends
 from .functional import mish, swish
@@ -17,12 +17,12 @@ __all__ = [
     "available_backends", "replace_activations", "reference",
 ]
 
-from .bn_swish import BatchNormSwish2d, recompute_bn_swish  # noqa: E402
+from .bn_swish import BatchNormMish2d, BatchNormSwish2d, recompute_bn_swish  # noqa: E402
 from .fusion import FusionReport, fuse_bn_swish, recompute_in_forward, unfuse_bn_swish  # noqa: E402
 from .memory import SavedForBackward, saved_for_backward  # noqa: E402
 
-__all__ += ["BatchNormSwish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish", "recompute_in_forward",
-            "FusionReport", "saved_for_backward", "SavedForBackward"]
+__all__ += ["BatchNormSwish2d", "BatchNormMish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish",
+            "recompute_in_forward", "FusionReport", "saved_for_backward", "SavedForBackward"]
 
 from .sync_bn_swish import SyncBatchNormSwish2d, convert_sync_bn_swish, revert_sync_bn_swish  # noqa: E402
 

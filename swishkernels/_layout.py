@@ -17,6 +17,11 @@ def check_dtype(x: torch.Tensor, op_name: str) -> None:
         )
 
 
+def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype kernels compute and accumulate in: float64 for float64 tensors, float32 otherwise."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def is_dense(x: torch.Tensor) -> bool:
     """True when the elements of x fill a gap-free block of memory exactly once, in any dimension
     order (contiguous, channels_last, transposed): the kernels can then walk that block as 1-D."""

@@ -1,8 +1,8 @@
 """Which backend runs a call: availability, the reason when one cannot run, and the choice rule.
 
 Rule (ARCHITECTURE.md, "Rules every layer keeps"): the `backend=` argument, else $SWISHKERNELS_BACKEND,
-else the best available for the tensor's device. A name the user gave is never swapped for another: if it cannot run here the call
-raises and says why.
+else the best available for the tensor's device. A name the user gave is never swapped for another: if it
+cannot run here the call raises and says why.
 """
 import importlib
 import importlib.util
@@ -81,6 +81,14 @@ def unavailable_reason(backend: str, device_type: str) -> Optional[str]:
     if not extension_has_cuda():
         return "swishkernels._C was built without CUDA kernels (torch without CUDA, or nvcc missing at build time)"
     return None
+
+
+def check_runnable(backend: str, device_type: str, what: str) -> None:
+    """A raw op of `backend` called on a tensor it cannot run says why in our words (not Triton's "0 active
+    drivers" for a CPU tensor without the interpreter)."""
+    reason = unavailable_reason(backend, device_type)
+    if reason is not None:
+        raise RuntimeError(f"swishkernels: {what} cannot run {device_type} tensors: {reason}")
 
 
 def available_backends(device: Union[str, torch.device] = "cuda") -> List[str]:

@@ -1,21 +1,23 @@
-"""Fused BatchNorm2d + Swish that saves only its input (plus per-channel mean and 1/std).
+"""Fused BatchNorm2d + Swish (or Mish) that saves only its input (plus per-channel mean and 1/std).
 
 A Conv-BN-Swish block in eager PyTorch keeps three full-size tensors for backward (conv output for BN,
 BN output for Swish, Swish output for the next conv); Conv-BN-LeakyReLU(inplace) keeps two. Here BN and
 Swish are one autograd node that keeps only its input, so the block keeps two, and with
 `recompute_bn_swish` the next layer's copy of the output is recomputed in backward instead of kept: one.
+BatchNormMish2d is the same with Mish (YOLOv4-style CSPDarknet blocks).
 """
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from . import _layout, bn_swish_ops, fused_pair, special_paths
 
 
-class BatchNormSwishFunction(torch.autograd.Function):
+class BatchNormActFunction(torch.autograd.Function):
     """average_factor: the running statistics' update factor, None for a cumulative average (1 / counter after
     its increment); counter (num_batches_tracked, optional) is incremented with the running statistics.
     The per-channel work is the op set's finish_stats/finish_backward: in kernels on the Triton backend."""
@@ -44,14 +46,14 @@ class BatchNormSwishFunction(torch.autograd.Function):
         x, mean, invstd, weight, bias = ctx.saved_tensors
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_output = _layout.like(grad_output, x)
-        scale, shift, coef_x, coef_0, grad_weight, grad_bias = ctx.ops.finish_backward(
+        scale, shift, coef_z, coef_0, grad_weight, grad_bias = ctx.ops.finish_backward(
             grad_output, x, weight, bias, mean, invstd, ctx.use_batch_stats, ctx.param_dtype)
-        grad_x = ctx.ops.backward_input(grad_output, x, scale, shift, scale, coef_x, coef_0) if needs_x else None
+        grad_x = ctx.ops.backward_input(grad_output, x, scale, shift, scale, coef_z, coef_0) if needs_x else None
         return (grad_x, grad_weight if needs_weight else None, grad_bias if needs_bias else None,
                 None, None, None, None, None, None, None)
 
 
-# Outputs of BatchNormSwish2d modules in recompute mode -> how to recompute them from the saved input.
+# Outputs of BatchNormSwish2d / BatchNormMish2d modules in recompute mode -> how to recompute them from their input.
 _RECOMPUTABLE = WeakTensorKeyDictionary()
 
 
@@ -99,18 +101,35 @@ def recompute_bn_swish() -> Iterator[None]:
         yield
 
 
-class BatchNormSwish2d(nn.BatchNorm2d):
-    """Drop-in for nn.BatchNorm2d followed by Swish/SiLU: same constructor, same state_dict keys, same
-    running-statistics updates. `recompute=True` marks outputs for `recompute_bn_swish`."""
+class _FusedBatchNormAct2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d followed by an activation, fused. Subclasses name the activation (bn_swish_ops.ACTIVATIONS)
+    and give its PyTorch form for the special paths."""
 
+    activation: str
     fused_pair = None  # fuse_bn_swish sets a FusedPair on the layers it made (fused_pair.py)
 
-    def __init__(self, num_features, eps=1e-5, momentum: Optional[float] = 0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=None, *, backend: Optional[str] = None,
-                 recompute: bool = False):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, device: Optional[Union[torch.device, str]] = None,
+                 dtype: Optional[torch.dtype] = None, *, backend: Optional[str] = None, recompute: bool = False):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.backend = backend
         self.recompute = recompute
+
+    def _pytorch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """nn.BatchNorm2d.forward then the activation, with PyTorch's ops (torch.func, forward AD, ONNX, tracing)."""
+        raise NotImplementedError
+
+    def _check_input(self, x: torch.Tensor, use_batch_stats: bool) -> None:
+        """The errors PyTorch's batch_norm gives, in one line, before any kernel sees x."""
+        name = type(self).__name__
+        per_channel = "running_mean" if self.running_mean is not None else "weight" if self.weight is not None else None
+        if per_channel is not None and x.size(1) != self.num_features:
+            raise RuntimeError(f"{name}: {per_channel} should contain {x.size(1)} elements not {self.num_features} "
+                               f"(the input has {x.size(1)} channels, the layer {self.num_features})")
+        if use_batch_stats and not self.eps > 0:
+            raise ValueError(f"{name}: eps must be positive during training, but got {self.eps}")
+        if use_batch_stats and x.numel() // x.size(1) <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pair = self.fused_pair
@@ -127,9 +146,9 @@ class BatchNormSwish2d(nn.BatchNorm2d):
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         if special_paths.batch_norm_special_path():  # torch.func, forward AD, ONNX, jit.trace: PyTorch's ops
-            return special_paths.batch_norm_swish(self, x)
+            return self._pytorch_forward(x)
         self._check_input_dim(x)
-        _layout.check_dtype(x, "BatchNormSwish2d")
+        _layout.check_dtype(x, type(self).__name__)
         # Running-statistics bookkeeping as nn.BatchNorm2d.forward does it, but the counter's increment (and,
         # with momentum=None, the cumulative factor 1 / count) happens in finish_stats: no extra launch.
         average_factor = 0.0 if self.momentum is None else self.momentum
@@ -138,11 +157,10 @@ class BatchNormSwish2d(nn.BatchNorm2d):
             counter = self.num_batches_tracked
             average_factor = self.momentum
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        if use_batch_stats and x.numel() // x.size(1) <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
+        self._check_input(x, use_batch_stats)
         update_running = not self.training or self.track_running_stats
-        ops = bn_swish_ops.resolve(self.backend, x.device)
-        y, scale, shift = BatchNormSwishFunction.apply(
+        ops = bn_swish_ops.resolve(self.backend, x.device, self.activation)
+        y, scale, shift = BatchNormActFunction.apply(
             x, self.weight, self.bias,
             self.running_mean if update_running else None, self.running_var if update_running else None,
             use_batch_stats, average_factor, self.eps, ops, counter)
@@ -159,3 +177,23 @@ class BatchNormSwish2d(nn.BatchNorm2d):
         if self.backend is not None:
             extra += f", backend={self.backend!r}"
         return extra + (", recompute=True" if self.recompute else "")
+
+
+class BatchNormSwish2d(_FusedBatchNormAct2d):
+    """Drop-in for nn.BatchNorm2d followed by Swish/SiLU: same constructor, same state_dict keys, same
+    running-statistics updates. `recompute=True` marks outputs for `recompute_bn_swish`."""
+
+    activation = "swish"
+
+    def _pytorch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return special_paths.batch_norm_swish(self, x)
+
+
+class BatchNormMish2d(_FusedBatchNormAct2d):
+    """Drop-in for nn.BatchNorm2d followed by nn.Mish: same constructor, same state_dict keys, same
+    running-statistics updates. `recompute=True` marks outputs for `recompute_bn_swish`."""
+
+    activation = "mish"
+
+    def _pytorch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.mish(nn.BatchNorm2d.forward(self, x))

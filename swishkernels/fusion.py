@@ -27,14 +27,14 @@ from torch.utils.hooks import RemovableHandle
 
 from . import bn_swish, fusion_trace, sync_bn_swish
 from .activation_kinds import ActivationKinds, has_hooks
-from .bn_swish import BatchNormSwish2d
+from .bn_swish import BatchNormMish2d, BatchNormSwish2d
 from .fused_pair import FoldedActivation, FusedPair, folded_in, new_token
 from .sync_bn_swish import SyncBatchNormSwish2d
 
 # BatchNorm class (exact type) -> {activation kind: the fused class it becomes, which applies that activation
 # (a subclass with no state of its own)}.
 FUSED_BATCHNORMS = {
-    nn.BatchNorm2d: {"swish": BatchNormSwish2d},
+    nn.BatchNorm2d: {"swish": BatchNormSwish2d, "mish": BatchNormMish2d},
     nn.SyncBatchNorm: {"swish": SyncBatchNormSwish2d},
 }
 # Frameworks with an integration module: the top-level package of a module class -> our module.
@@ -142,7 +142,7 @@ def _pair_problem(bn, record, trace: fusion_trace.Trace, act_kinds: Dict[int, st
         return f"runs {calls} times per forward (shared); fusing would add the activation to every use"
     if not record.act_calls:
         reads = ", ".join(dict.fromkeys(record.other_reads)) or "nothing"
-        return f"not followed by a Swish/SiLU (its output goes to: {reads})"
+        return f"not followed by a Swish/SiLU or Mish (its output goes to: {reads})"
     if record.other_reads:
         return f"its output is also used by {', '.join(dict.fromkeys(record.other_reads))}"
     if len(record.act_calls) > 1:
@@ -179,11 +179,12 @@ def _fold(call: fusion_trace.ActCall, kind: str, token: int, bn_name: str) -> No
 
 def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[str] = None, *,
                   example_inputs: Optional[Any] = None, verbose: bool = False) -> FusionReport:
-    """Fuse every BatchNorm2d -> Swish pair of `model` into BatchNormSwish2d, in place (nn.SyncBatchNorm ->
-    Swish pairs into SyncBatchNormSwish2d, which keeps synchronizing over the same process group).
+    """Fuse every BatchNorm2d -> Swish pair of `model` into BatchNormSwish2d and every BatchNorm2d -> Mish pair
+    into BatchNormMish2d, in place (nn.SyncBatchNorm -> Swish pairs into SyncBatchNormSwish2d, which keeps
+    synchronizing over the same process group).
 
-    Swish is recognised by behaviour: nn.SiLU, sk.Swish and any parameter-free module computing x*sigmoid(x)
-    (activation_kinds.py). Works on any module structure (nn.Sequential, blocks that call `bn`/`act` by
+    Activations are recognised by behaviour: nn.SiLU, sk.Swish and any parameter-free module computing
+    x*sigmoid(x); nn.Mish, sk.Mish and any computing x*tanh(softplus(x)) (activation_kinds.py). Works on any module structure (nn.Sequential, blocks that call `bn`/`act` by
     attribute, one activation shared by many parents or called on other tensors too: fused per call) by
     running the model once, in training mode, on `example_inputs` (default: a random 2 x C x 64 x 64 image
     batch, C taken from the first Conv2d; pass your own for other inputs). That forward is under no_grad

@@ -177,10 +177,12 @@ def _define_python_ops(prefix: str, activation: str, run_forward, run_backward) 
 
 def _triton_ops(activation: str) -> OpSet:
     def run_forward(x, out):
+        backends.check_runnable("triton", x.device.type, f"the triton {activation} ops")
         from .triton import launch  # imports Triton only when this backend runs
         launch.forward(activation, x, out)
 
     def run_backward(grad_output, x, grad_input):
+        backends.check_runnable("triton", x.device.type, f"the triton {activation} ops")
         from .triton import launch
         launch.backward(activation, grad_output, x, grad_input)
 

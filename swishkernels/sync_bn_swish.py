@@ -52,11 +52,13 @@ def _local_stats(x: torch.Tensor, ops) -> torch.Tensor:
     if positions == 0:  # an empty batch still joins the collective, with zero weight
         return x.new_zeros(2 * channels + 1, dtype=torch.float64)
     shift = _first_sample(x).to(_acc_dtype(x))
-    total, total_sq = ops.stats(x, shift)
-    mean_shifted = total / positions
-    deviations = (total_sq - total * mean_shifted).clamp_min(0)
+    factor = bn_swish_ops.stats_factor(shift)  # a power of two: d^2 stays finite for inputs near 1e20
+    total, total_sq = ops.stats(x, shift, factor)
+    factor = factor.double()
+    mean_shifted = total.double() / positions
+    deviations = (total_sq.double() - total.double() * mean_shifted).clamp_min(0) / factor.square()
     count = torch.full((1,), float(positions), dtype=torch.float64, device=x.device)
-    return torch.cat([count, (shift + mean_shifted).double(), deviations.double()])
+    return torch.cat([count, shift.double() + mean_shifted / factor, deviations])
 
 
 def _global_stats(x: torch.Tensor, ops, group):
@@ -71,7 +73,7 @@ def _global_stats(x: torch.Tensor, ops, group):
 
 
 class SyncBatchNormSwishFunction(torch.autograd.Function):
-    """BatchNormSwishFunction with the statistics and the input gradient's sums taken over `group`.
+    """BatchNormActFunction (Swish) with the statistics and the input gradient's sums taken over `group`.
     Saves the same tensors: x, per-channel mean and invstd, and the parameters by reference."""
 
     @staticmethod
@@ -84,8 +86,9 @@ class SyncBatchNormSwishFunction(torch.autograd.Function):
         if running_mean is not None:
             factor = momentum if momentum is not None else 1.0 / float(counter)
             unbiased = var * count / (count - 1).clamp_min(1)  # over the global batch, as nn.SyncBatchNorm
-            running_mean.lerp_(mean.to(running_mean.dtype), factor)
-            running_var.lerp_(unbiased.to(running_var.dtype), factor)
+            # Blended in float64, then rounded (as nn.BatchNorm2d: an fp16 variance past fp16's range stays finite).
+            running_mean.copy_(running_mean.double().lerp_(mean, factor))
+            running_var.copy_(running_var.double().lerp_(unbiased, factor))
         mean, invstd = mean.to(acc_dtype), torch.rsqrt(var + eps).to(acc_dtype)
         scale, shift = _scale_shift(mean, invstd, weight, bias)
         y = ops.forward(x, scale, shift) if x.numel() else torch.empty_like(x)
@@ -115,14 +118,14 @@ class SyncBatchNormSwishFunction(torch.autograd.Function):
             sums = torch.cat([sum_dz, sum_dz_xmu])
             dist.all_reduce(sums, group=ctx.group)
             sum_dz, sum_dz_xmu = sums.chunk(2)
-            coef_x = -scale * invstd.square() * sum_dz_xmu / ctx.count
-            coef_0 = -scale * sum_dz / ctx.count - coef_x * mean
+            coef_z, coef_0 = bn_swish_ops.input_gradient_coefficients(scale, invstd, bias, sum_dz, sum_dz_xmu,
+                                                                       ctx.count)
             if grad_output is None:
                 grad_x = None
             elif x.numel() == 0:
                 grad_x = torch.empty_like(x)
             else:
-                grad_x = ctx.ops.backward_input(grad_output, x, scale, shift, scale, coef_x, coef_0)
+                grad_x = ctx.ops.backward_input(grad_output, x, scale, shift, scale, coef_z, coef_0)
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None, None
 
 

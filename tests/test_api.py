@@ -1,4 +1,5 @@
-"""The public API contract (README "Use", ARCHITECTURE.md "Rules"): names, backend choice and its errors, modules, in-place rules."""
+"""The public API contract (README "Use", ARCHITECTURE.md "Rules"): names, backend choice and its errors,
+modules, in-place rules."""
 import os
 import subprocess
 import sys
@@ -9,9 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
-from swishkernels import backends, reference
-
 from helpers import CPU_BACKENDS, randn
+from swishkernels import backends, reference
 
 
 def test_public_names():
@@ -40,7 +40,8 @@ def test_bad_dtype_names_the_dtype(activation, form, dtype, backend):
         "function": lambda x: getattr(sk, activation)(x, backend=backend),
         "module": lambda x: sk.Swish(backend=backend)(x) if activation == "swish" else sk.Mish(backend=backend)(x),
         "inplace module": lambda x: (sk.Swish if activation == "swish" else sk.Mish)(True, backend)(x),
-        "autograd.Function": lambda x: (sk.SwishFunction if activation == 'swish' else sk.MishFunction).apply(x, backend),
+        "autograd.Function": lambda x: (sk.SwishFunction if activation == "swish" else sk.MishFunction).apply(
+            x, backend),
     }[form]
     with pytest.raises(TypeError, match=str(dtype)):
         call(torch.ones(3, dtype=dtype))

@@ -4,9 +4,8 @@ import torch
 import torch.nn.functional as F
 
 import swishkernels as sk
-from swishkernels import reference
-
 from helpers import randn
+from swishkernels import reference
 
 FUNCTIONALS = {"swish": (sk.swish, F.silu, sk.SwishFunction), "mish": (sk.mish, F.mish, sk.MishFunction)}
 

@@ -216,6 +216,6 @@ def test_cpu_bn_swish_speed_runs_at_tiny_size():
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = [line.split() for line in p.stdout.splitlines() if line.split()[:1] in (["train"], ["eval"])]
     assert len(rows) == 2 * 2 * 2  # modes x layouts x dtypes
-    assert {(r[0], r[2], r[3]) for r in rows} == {(m, l, d) for m in ("train", "eval")
-                                                   for l in ("nchw", "channels_last")
+    assert {(r[0], r[2], r[3]) for r in rows} == {(m, layout, d) for m in ("train", "eval")
+                                                   for layout in ("nchw", "channels_last")
                                                    for d in ("float32", "bfloat16")}

@@ -1,5 +1,5 @@
-"""Fused BatchNorm2d + Swish against nn.BatchNorm2d + F.silu, fuse_bn_swish, and the memory targets."""
-import contextlib
+"""Fused BatchNorm2d + Swish / Mish against nn.BatchNorm2d + F.silu / F.mish, fuse_bn_swish, and the memory
+targets."""
 
 import pytest
 import torch
@@ -7,9 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
-from swishkernels import bn_swish, bn_swish_ops
-
 from helpers import randn, saved_activation_bytes
+from swishkernels import bn_swish, bn_swish_ops
 
 BN_BACKENDS = [b for b in sk.available_backends("cpu") if b in bn_swish_ops._OPS]
 OPTIONS = {
@@ -21,12 +20,16 @@ OPTIONS = {
 }
 
 
+# activation -> (fused module, PyTorch's activation)
+MODULES = {"swish": (sk.BatchNormSwish2d, F.silu), "mish": (sk.BatchNormMish2d, F.mish)}
+
+
 @pytest.fixture(params=BN_BACKENDS)
 def bn_backend(request):
     return request.param
 
 
-def _pair(options, dtype, backend, channels=6):
+def _pair(options, dtype, backend, channels=6, activation="swish"):
     """The fused module in `dtype` and an nn.BatchNorm2d holding the same values in float64: the
     reference is computed in float64 and rounded once, as the fused kernel's result should be."""
     torch.manual_seed(0)
@@ -39,7 +42,7 @@ def _pair(options, dtype, backend, channels=6):
         with torch.no_grad():
             reference.running_mean.uniform_(-1, 1)
             reference.running_var.uniform_(0.5, 2)
-    fused = sk.BatchNormSwish2d(channels, **options, backend=backend).to(dtype)
+    fused = MODULES[activation][0](channels, **options, backend=backend).to(dtype)
     fused.load_state_dict(reference.state_dict())
     return reference.double(), fused
 
@@ -49,16 +52,20 @@ def _tolerance(dtype):
     return {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {}
 
 
-# Every constructor option in fp64 and fp32; bf16 (same code path, coarser rounding) with the defaults.
-CASES = [(dtype, option) for dtype in (torch.float64, torch.float32) for option in OPTIONS]
-CASES.append((torch.bfloat16, "default"))
+# Swish: every constructor option in fp64 and fp32; bf16 (same code path, coarser rounding) with the defaults.
+# Mish shares every kernel but the activation's f and f': the options that change the statistics' paths.
+CASES = [("swish", dtype, option) for dtype in (torch.float64, torch.float32) for option in OPTIONS]
+CASES.append(("swish", torch.bfloat16, "default"))
+CASES += [("mish", torch.float64, "default"), ("mish", torch.float64, "momentum_none"),
+          ("mish", torch.float32, "default"), ("mish", torch.bfloat16, "default")]
 
 
-@pytest.mark.parametrize("dtype, option", CASES, ids=[f"{d}-{o}" for d, o in CASES])
+@pytest.mark.parametrize("activation, dtype, option", CASES, ids=[f"{a}-{d}-{o}" for a, d, o in CASES])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_matches_batchnorm_then_silu(bn_backend, dtype, option, channels_last, training, gen):
-    reference, fused = _pair(OPTIONS[option], dtype, bn_backend)
+def test_matches_batchnorm_then_activation(bn_backend, activation, dtype, option, channels_last, training, gen):
+    reference, fused = _pair(OPTIONS[option], dtype, bn_backend, activation=activation)
+    act = MODULES[activation][1]
     reference.train(training)
     fused.train(training)
     for step in range(2):  # two steps: running statistics accumulate (momentum=None averages them)
@@ -70,7 +77,7 @@ def test_matches_batchnorm_then_silu(bn_backend, dtype, option, channels_last, t
         # every update is compared from the same starting point.
         reference.load_state_dict(fused.state_dict())
         x_ref, x_fused = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-        y_ref = F.silu(reference(x_ref.double()))
+        y_ref = act(reference(x_ref.double()))
         y_fused = fused(x_fused)
         y_ref.backward(grad_output.double())
         y_fused.backward(grad_output)
@@ -92,14 +99,18 @@ def test_matches_batchnorm_then_silu(bn_backend, dtype, option, channels_last, t
         assert y_fused.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_state_dict_keys_match_batchnorm():
-    assert sk.BatchNormSwish2d(4).state_dict().keys() == nn.BatchNorm2d(4).state_dict().keys()
-    sk.BatchNormSwish2d(4).load_state_dict(nn.BatchNorm2d(4).state_dict())  # strict load works
+@pytest.mark.parametrize("activation", list(MODULES))
+def test_state_dict_keys_match_batchnorm(activation):
+    module = MODULES[activation][0]
+    assert module(4).state_dict().keys() == nn.BatchNorm2d(4).state_dict().keys()
+    module(4).load_state_dict(nn.BatchNorm2d(4).state_dict())  # strict load works
 
 
-def test_gradcheck(bn_backend, gen):
+@pytest.mark.parametrize("activation", list(MODULES))
+def test_gradcheck(bn_backend, activation, gen):
+    ops = bn_swish_ops.resolve(bn_backend, torch.device("cpu"), activation)
     for training in (True, False):
-        module = sk.BatchNormSwish2d(3, backend=bn_backend).double().train(training)
+        module = MODULES[activation][0](3, backend=bn_backend).double().train(training)
         with torch.no_grad():
             module.weight.uniform_(0.5, 1.5)
             module.bias.uniform_(-1, 1)
@@ -107,21 +118,20 @@ def test_gradcheck(bn_backend, gen):
         weight, bias = module.weight, module.bias
 
         def fn(x, w, b):
-            return bn_swish.BatchNormSwishFunction.apply(
-                x, w, b, None, None, True, 0.1, 1e-5, bn_swish_ops.resolve(bn_backend, x.device))[0]
+            return bn_swish.BatchNormActFunction.apply(x, w, b, None, None, True, 0.1, 1e-5, ops)[0]
 
         if not training:  # eval: fixed statistics
             def fn(x, w, b):  # noqa: F811
                 mean, var = torch.full((3,), 0.2, dtype=x.dtype), torch.full((3,), 1.5, dtype=x.dtype)
-                return bn_swish.BatchNormSwishFunction.apply(
-                    x, w, b, mean, var, False, 0.1, 1e-5, bn_swish_ops.resolve(bn_backend, x.device))[0]
+                return bn_swish.BatchNormActFunction.apply(x, w, b, mean, var, False, 0.1, 1e-5, ops)[0]
         # fast_mode checks random projections of the Jacobian: the interpreted Triton kernels make the
         # full Jacobian (one forward per input element) too slow for CI.
         assert torch.autograd.gradcheck(fn, (x, weight, bias), fast_mode=bn_backend == "triton")
 
 
-def test_forward_saves_input_and_per_channel_stats_only(bn_backend, gen):
-    module = sk.BatchNormSwish2d(6, backend=bn_backend)
+@pytest.mark.parametrize("activation", list(MODULES))
+def test_forward_saves_input_and_per_channel_stats_only(bn_backend, activation, gen):
+    module = MODULES[activation][0](6, backend=bn_backend)
     x = randn(2, 6, 4, 4, gen=gen).requires_grad_(True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
@@ -204,13 +214,85 @@ def test_saved_bytes_targets(gen):
     assert recompute <= 0.6 * leaky
 
 
-def test_opcheck_bn_ops(bn_backend, gen):
-    ops = bn_swish_ops.resolve(bn_backend, torch.device("cpu"))
+@pytest.mark.parametrize("activation", bn_swish_ops.ACTIVATIONS)
+def test_opcheck_bn_ops(bn_backend, activation, gen):
+    ops = bn_swish_ops.resolve(bn_backend, torch.device("cpu"), activation)
     x = randn(2, 3, 4, 5, gen=gen)
     dy = randn(2, 3, 4, 5, gen=gen)
     per_channel = [randn(3, gen=gen) for _ in range(5)]
     for sample in (x, x.to(memory_format=torch.channels_last)):
-        torch.library.opcheck(ops.stats, (sample, per_channel[0]))
+        torch.library.opcheck(ops.stats, (sample, per_channel[0], bn_swish_ops.stats_factor(per_channel[1])))
         torch.library.opcheck(ops.forward, (sample, per_channel[0], per_channel[1]))
         torch.library.opcheck(ops.backward_reduce, (dy, sample, *per_channel[:3]))
         torch.library.opcheck(ops.backward_input, (dy, sample, *per_channel))
+
+
+def _mish_stack(fused, blocks=4, channels=16, backend=None, recompute=False):
+    """Conv-BN-Mish blocks (YOLOv4's CSPDarknet pattern), as PyTorch's modules or fused."""
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, channels, 3, padding=1, bias=False)]
+    for _ in range(blocks):
+        # Identity in the fused Mish's place: the same module indices, so the same state_dict keys.
+        norm = [sk.BatchNormMish2d(channels, backend=backend, recompute=recompute), nn.Identity()] if fused else \
+            [nn.BatchNorm2d(channels), nn.Mish()]
+        layers += [*norm, nn.Conv2d(channels, channels, 3, padding=1, bias=False)]
+    return nn.Sequential(*layers)
+
+
+def test_mish_stack_saved_bytes_targets(gen):
+    """A fused Conv-BN-Mish stack saves no more for backward than Conv-BN-LeakyReLU(inplace), and with
+    recompute no more than 0.6x of it; eager Conv-BN-Mish saves more than both."""
+    x = randn(2, 3, 32, 32, gen=gen)
+    leaky = saved_activation_bytes(_stack(lambda: nn.LeakyReLU(0.1, inplace=True)), x)
+    mish = saved_activation_bytes(_mish_stack(False), x)
+    fused = saved_activation_bytes(_mish_stack(True), x)
+    recompute = saved_activation_bytes(_mish_stack(True, recompute=True), x, recompute=True)
+    assert fused <= leaky < mish
+    assert recompute <= 0.6 * leaky
+
+
+def test_mish_stack_matches_and_recompute_gives_identical_gradients(bn_backend, gen):
+    """The fused stack (same parameters) against PyTorch's Conv-BN-Mish in float64, and recompute mode
+    bit-identical to plain fused."""
+    x = randn(2, 3, 8, 8, gen=gen, dtype=torch.float64)
+    model = _mish_stack(False, blocks=2, channels=4).double()
+    fused = _mish_stack(True, blocks=2, channels=4, backend=bn_backend).double()
+    recomputing = _mish_stack(True, blocks=2, channels=4, backend=bn_backend, recompute=True).double()
+    fused.load_state_dict(model.state_dict())
+    recomputing.load_state_dict(model.state_dict())
+    y = model(x)
+    y_fused = fused(x)
+    with sk.recompute_bn_swish():
+        y_recomputed = recomputing(x)
+    torch.testing.assert_close(y_fused, y, rtol=1e-10, atol=1e-10)
+    for out in (y, y_fused, y_recomputed):
+        out.square().sum().backward()
+    for p, q, r in zip(model.parameters(), fused.parameters(), recomputing.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-10, atol=1e-10)
+        assert torch.equal(q.grad, r.grad)
+
+
+def test_mish_special_paths_and_compile(gen):
+    """BatchNormMish2d where PyTorch's ops must run (jit.trace, forward-mode AD: nn.BatchNorm2d then F.mish) and
+    under torch.compile(fullgraph=True) (its ops' fake implementations: no graph break), against eager PyTorch."""
+    from torch.autograd import forward_ad
+    x = randn(2, 3, 4, 4, gen=gen, dtype=torch.float64)
+    tangent = randn(2, 3, 4, 4, gen=gen, dtype=torch.float64)
+    fused, reference = sk.BatchNormMish2d(3).double(), nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-1, 1)
+    fused.load_state_dict(reference.state_dict())
+    fused.eval()
+    reference.eval()
+    want = F.mish(reference(x))
+    torch.testing.assert_close(torch.jit.trace(fused, x)(x), want, rtol=1e-10, atol=1e-10)
+    with forward_ad.dual_level():
+        got = forward_ad.unpack_dual(fused(forward_ad.make_dual(x, tangent))).tangent
+        expected = forward_ad.unpack_dual(F.mish(reference(forward_ad.make_dual(x, tangent)))).tangent
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    fused.train()
+    reference.train()
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), F.mish(reference(x)), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fused.running_var, reference.running_var, rtol=1e-10, atol=1e-10)

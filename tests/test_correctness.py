@@ -4,9 +4,8 @@ import torch
 import torch.nn.functional as F
 
 import swishkernels as sk
-from swishkernels import ops
-
 from helpers import ALL_DTYPES, randn
+from swishkernels import ops
 
 ACTIVATIONS = {
     # name: (functional, float64 reference forward, float64 reference derivative)

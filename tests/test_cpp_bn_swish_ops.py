@@ -1,7 +1,7 @@
-"""The compiled BatchNorm+Swish ops (csrc/bn_swish_ops.cpp, torch.ops.swishkernels.bn_swish_*) called
-directly: against the reference backend's math in float64 for every dtype and layout, bitwise equal
-results on any number of threads, every CPU instruction set, argument errors. Module-level behaviour (vs nn.BatchNorm2d + F.silu,
-gradcheck, opcheck) is covered for the `cpu` backend by tests/test_bn_swish.py."""
+"""The compiled BatchNorm+activation ops (csrc/bn_swish_ops.cpp, torch.ops.swishkernels.bn_swish_* and
+bn_mish_*) called directly: against the reference backend's math in float64 for every dtype and layout, bitwise
+equal results on any number of threads, every CPU instruction set, argument errors. Module-level behaviour (vs
+nn.BatchNorm2d + F.silu / F.mish, gradcheck, opcheck) is covered for the `cpu` backend by tests/test_bn_swish.py."""
 import importlib.util
 import os
 
@@ -18,8 +18,9 @@ from swishkernels import bn_swish_ops  # noqa: E402
 # Every test here runs with uninitialised memory poisoned (see conftest.poisoned_allocations).
 pytestmark = pytest.mark.usefixtures("poisoned_allocations")
 
-CPU = bn_swish_ops._OPS["cpu"]
-REFERENCE = bn_swish_ops._OPS["reference"]
+CPU = bn_swish_ops._OPS["cpu"]["swish"]
+REFERENCE = bn_swish_ops._OPS["reference"]["swish"]
+ACTIVATIONS = bn_swish_ops.ACTIVATIONS
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # (shape, channels_last): short rows (channels_last: inner = 1), rows reduced one by one (inner = 49),
 # rows split in chunks (inner = 9000 > the kernels' 8192), one channel, odd sizes. channels_last runs
@@ -43,7 +44,7 @@ def _inputs(shape, channels_last, dtype, gen):
 
 
 def _run_all(ops, x, dy, pc):
-    return (*ops.stats(x, pc[0]), ops.forward(x, pc[0], pc[1]),
+    return (*ops.stats(x, pc[0], pc[5]), ops.forward(x, pc[0], pc[1]),
             *ops.backward_reduce(dy, x, pc[0], pc[1], pc[2]),
             ops.backward_input(dy, x, *pc[:5]))
 
@@ -57,13 +58,14 @@ def _tolerance(dtype):
     return {"rtol": 1e-3 if dtype == torch.float16 else 8e-3, "atol": 1e-5}
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape, channels_last", SHAPES, ids=[f"{s}-{'cl' if c else 'nchw'}" for s, c in SHAPES])
-def test_matches_reference_in_float64(dtype, shape, channels_last, gen):
+def test_matches_reference_in_float64(dtype, shape, channels_last, activation, gen):
     """Every op against the reference backend run in float64 on the same (rounded) values."""
     x, dy, pc = _inputs(shape, channels_last, dtype, gen)
-    got = _run_all(CPU, x, dy, pc)
-    want = _run_all(REFERENCE, x.double(), dy.double(), [t.double() for t in pc])
+    got = _run_all(bn_swish_ops._OPS["cpu"][activation], x, dy, pc)
+    want = _run_all(bn_swish_ops._OPS["reference"][activation], x.double(), dy.double(), [t.double() for t in pc])
     for index, (g, w) in enumerate(zip(got, want)):
         full_size = index in (2, 5)
         assert g.dtype == (dtype if full_size else pc[0].dtype)
@@ -77,18 +79,18 @@ def test_matches_reference_in_float64(dtype, shape, channels_last, gen):
             # Per-channel sums over terms computed in fp32, each off by a few roundings of its own
             # size: where a channel's sum cancels (sum(x - shift) ~ 0), that error is measured against
             # the terms, not the sum. Still far below one element's contribution (~1).
-            magnitude = _term_magnitudes(x, dy, pc)[{0: 0, 1: 1, 3: 2, 4: 3}[index]]
+            magnitude = _term_magnitudes(x, dy, pc, activation)[{0: 0, 1: 1, 3: 2, 4: 3}[index]]
             error, allowed = (g.double() - w).abs(), 1e-5 + 1e-5 * w.abs() + 4 * 2.0**-24 * magnitude
             assert (error <= allowed).all(), f"output {index}: error {error.max():.3g} (allowed {allowed.min():.3g}+)"
 
 
-def _term_magnitudes(x, dy, pc):
+def _term_magnitudes(x, dy, pc, activation):
     """Per channel, in float64: the sums of |term| of the two reductions of each of stats and
     backward_reduce (what the rounding of each fp32 term scales with)."""
     ref = bn_swish_ops._ReferenceImpl()
     x, dy, pc = x.double(), dy.double(), [t.double() for t in pc]
-    d = ref._view(x, x) - ref._per_channel(pc[0])
-    xv, dz = ref._dz(dy, x, pc[0], pc[1])
+    d = (ref._view(x, x) - ref._per_channel(pc[0])) * ref._per_channel(pc[5])
+    xv, _, dz = ref._dz(dy, x, pc[0], pc[1], activation)
     dz_xmu = dz * (xv - ref._per_channel(pc[2]))
     return [t.abs().sum((0, 2)) for t in (d, d.square(), dz, dz_xmu)]
 
@@ -156,7 +158,7 @@ def test_unsupported_dtype_is_named(dtype, name):
     c = torch.ones(3)
     pattern = f"unsupported dtype {name} \\(expected float16, bfloat16, float32 or float64\\)"
     with pytest.raises(RuntimeError, match=pattern):
-        CPU.stats(x, c)
+        CPU.stats(x, c, c)
     with pytest.raises(RuntimeError, match=pattern):
         CPU.forward(x, c, c)
     with pytest.raises(RuntimeError, match=pattern):
@@ -170,7 +172,7 @@ def test_rejects_bad_per_channel_arguments():
     with pytest.raises(RuntimeError, match="per-channel tensors need 3 elements"):
         CPU.forward(x, torch.ones(4), torch.ones(4))
     with pytest.raises(RuntimeError, match="per-channel tensors must be float32 or float64"):
-        CPU.stats(x, torch.ones(3, dtype=torch.float16))
+        CPU.stats(x, torch.ones(3, dtype=torch.float16), torch.ones(3, dtype=torch.float16))
     with pytest.raises(RuntimeError, match="grad_output has shape"):
         CPU.backward_input(torch.ones(2, 3, 5), x, *[torch.ones(3)] * 5)
 

@@ -197,3 +197,34 @@ def test_training_only_layer_between_the_pair_is_seen_in_eval_mode(gen):
     report = sk.fuse_bn_swish(model)
     assert not report.fused and "goes to: rand_like in 2, mul in 2" in report.skipped[0].reason, str(report)
     assert not model.training and not model[2].training  # the probe's training mode was put back
+
+
+class MishLike(nn.Module):  # yolov5's / timm's Mish: x * tanh(softplus(x)) under another name
+    def forward(self, x):
+        return x * F.softplus(x).tanh()
+
+
+@pytest.mark.parametrize("mish", [nn.Mish, MishLike], ids=["nn.Mish", "MishLike"])
+def test_mish_pairs_are_fused_into_batchnorm_mish(mish, gen):
+    """Conv-BN-Mish (YOLOv4's CSPDarknet block): BatchNormMish2d, the same numbers (recompute too), less saved
+    for backward than Conv-BN-LeakyReLU(inplace); a shared Mish and a folded BatchNorm keep the math."""
+    shared = mish()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), shared,
+                          nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), shared, nn.Conv2d(4, 2, 1)).double()
+    fused = copy.deepcopy(model)
+    report = sk.fuse_bn_swish(fused, recompute=True)
+    assert report.fused == ("1", "4") and isinstance(fused[1], sk.BatchNormMish2d), str(report)
+    assert isinstance(fused[2], FoldedActivation) and fused[2].kind == "mish"
+    x = randn(2, 3, 6, 6, dtype=torch.float64, gen=gen)
+    same_step(model, fused, x)
+    with sk.recompute_bn_swish():
+        same_step(model, fused, x)
+    leaky = copy.deepcopy(model)
+    leaky[2] = leaky[5] = nn.LeakyReLU(0.1, inplace=True)
+    assert sk.saved_for_backward(fused, x).bytes <= sk.saved_for_backward(leaky, x).bytes
+    with torch.no_grad():  # the BatchNorm folded away (yolov5 style): the Mish must be applied by its slot
+        model.eval(), fused.eval()
+        expected = model[3](model[2](model[1](model[0](x))))
+        fused[1] = nn.Identity()
+        fused[0] = torch.nn.utils.fusion.fuse_conv_bn_eval(fused[0], model[1])
+        torch.testing.assert_close(fused[3](fused[2](fused[1](fused[0](x)))), expected)

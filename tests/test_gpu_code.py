@@ -1,5 +1,5 @@
 """The GPU code checked without a GPU: every kernel compiled by the real compilers for sm_80/sm_90 and read
-as SASS (tools/gpu_code.py, in a subprocess: the interpreter that conftest switches on cannot compile),
+as SASS (tools/gpu_code/, in a subprocess: the interpreter that conftest switches on cannot compile),
 and the kernel launches of one fused BatchNorm+Swish layer counted on the CPU.
 
 `make test` compiles the representative set (~100 builds, ~2 minutes on 2 cores); `make check-gpu-code-full`
@@ -14,9 +14,8 @@ import pytest
 import torch
 
 import swishkernels as sk
-from tools import gpu_code
-
 from helpers import randn
+from tools import gpu_code
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_KERNELS = {name for name in gpu_code.KERNELS}
@@ -63,7 +62,7 @@ def test_aligned_paths_move_128_bits(builds):
 
 def test_hot_loops_within_issue_budget(builds):
     """Half of the SASS instructions per element that issue allows at 90% of H200's bandwidth (derivation in
-    tools/gpu_code.py); the per-element counts are checked to exist, so a parse failure cannot pass."""
+    tools/gpu_code/machine.py); the per-element counts are checked to exist, so a parse failure cannot pass."""
     assert not _problems(builds, "instructions per element")
     measured = [b for b in builds if b["family"] != "finish" and b["case"] != "misaligned"]
     assert measured and all(b["instructions_per_element"] > 0 and b["budget"] > 0 for b in measured)
@@ -151,12 +150,16 @@ def count_launches(fn):
     return triton_launches, aten, syncs
 
 
-@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_fused_layer_launches(channels_last, momentum, gen):
+LAUNCH_CASES = [(sk.BatchNormSwish2d, False, 0.1), (sk.BatchNormSwish2d, True, 0.1),
+                (sk.BatchNormSwish2d, False, None), (sk.BatchNormSwish2d, True, None), (sk.BatchNormMish2d, False, 0.1)]
+
+
+@pytest.mark.parametrize("module, channels_last, momentum", LAUNCH_CASES,
+                         ids=[f"{m.__name__}-{'cl' if c else 'nchw'}-{m_}" for m, c, m_ in LAUNCH_CASES])
+def test_fused_layer_launches(module, channels_last, momentum, gen):
     """Training: 3 launches forward, 3 backward (stats, finishing, forward; reduce, finishing, input
     gradient); eval: 2 forward. No ATen kernels around them and no host syncs (CUDA-graph capturable)."""
-    layer = sk.BatchNormSwish2d(8, momentum=momentum, backend="triton")
+    layer = module(8, momentum=momentum, backend="triton")
     x = randn(2, 8, 5, 7, gen=gen)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)

@@ -4,9 +4,8 @@ import torch
 import torch.nn as nn
 
 import swishkernels as sk
-from swishkernels import ops
-
 from helpers import randn
+from swishkernels import ops
 
 
 @pytest.mark.parametrize("activation", ops.ACTIVATIONS)

@@ -1,4 +1,4 @@
-"""The paper roofline table from tools/gpu_code.py's builds: compiled, not run.
+"""The paper roofline table from tools/gpu_code/'s builds: compiled, not run.
 
 Per kernel, dtype and case (sm_90 builds, the architecture of H100 and H200): bytes moved per element, SASS
 instructions per element in the hot loop, registers, resident programs per SM, and the predicted bound on

@@ -19,9 +19,9 @@ def evaluate(model, loader, dataset, device="cpu", conf_thres=0.001, iou_thres=0
     """Score `model` on `loader` (built over `dataset`) with pycocotools.
 
     Returns {precision, recall, mAP_0.5, mAP_0.5:0.95, coco_stats (the 12 COCOeval numbers, -1 where
-    COCO has nothing to measure), per_class ({category_id: (AP50, AP)}), conf_pr, box_loss, obj_loss, cls_loss}. precision and recall are at
-    IoU 0.5, class means over the classes present in the ground truth, at the single confidence threshold
-    `conf_pr` that maximizes their mean F1 (as Ultralytics reports them).
+    COCO has nothing to measure), per_class ({category_id: (AP50, AP)}), conf_pr, box_loss, obj_loss, cls_loss}.
+    precision and recall are at IoU 0.5, class means over the classes present in the ground truth, at the single
+    confidence threshold `conf_pr` that maximizes their mean F1 (as Ultralytics reports them).
     Losses are means over batches of `loss_fn(raw_heads, targets)` -> (loss, [box, obj, cls, total]) (or just
     those items), from the same eval-mode forward (`model(x, return_raw=True)`, so BatchNorm statistics are
     untouched); NaN without `loss_fn`. `half` runs the model under fp16 autocast on CUDA. `save_json` writes

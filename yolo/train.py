@@ -18,14 +18,19 @@ from pathlib import Path
 
 import torch
 import yaml
-from swishkernels import fuse_bn_swish, recompute_bn_swish
 
+from swishkernels import fuse_bn_swish, recompute_bn_swish
 from yolo.train_args import PROG, OptionError, parse_explicit, resolve_options
 from yolo.utils import distributed as ddp
 from yolo.utils.checkpoint import remove_stale_temporaries, save_checkpoint
 from yolo.utils.ema import ModelEMA
-from yolo.utils.optim import (build_optimizer, default_accumulate, scaled_weight_decay,
-                              set_learning_rates, warmup_iterations)
+from yolo.utils.optim import (
+    build_optimizer,
+    default_accumulate,
+    scaled_weight_decay,
+    set_learning_rates,
+    warmup_iterations,
+)
 from yolo.utils.plots import draw_mosaic, plot_results, targets_to_boxes
 from yolo.utils.results import ResultsWriter, fitness, make_row
 from yolo.utils.run_dir import claim_run_dir

@@ -1,4 +1,4 @@
-// CPU kernels of the fused BatchNorm + Swish ops: tensors to raw pointers, the split of the work
+// CPU kernels of the fused BatchNorm + activation ops: tensors to raw pointers, the split of the work
 // across at::parallel_for's threads and the fixed-order combination of partial sums. The loops
 // themselves are in bn_vec_kernels.cpp, one copy per instruction set, chosen here at run time.
 #include "cpu/bn_swish.h"
@@ -76,9 +76,9 @@ struct Prepared {
   Args args;
 };
 
-void prepare(Prepared& p, const at::Tensor& x, const at::Tensor* grad_output, void* out,
-             std::initializer_list<const at::Tensor*> per_channel, const Geometry& g) {
-  p.args = Args{x.scalar_type(), g.channels, g.inner, x.const_data_ptr(),
+void prepare(Prepared& p, Activation f, const at::Tensor& x, const at::Tensor* grad_output,
+             void* out, std::initializer_list<const at::Tensor*> per_channel, const Geometry& g) {
+  p.args = Args{x.scalar_type(), f, g.channels, g.inner, x.const_data_ptr(),
                 grad_output ? grad_output->const_data_ptr() : nullptr, out, {}};
   int i = 0;
   for (const at::Tensor* t : per_channel) {
@@ -183,47 +183,48 @@ void map_all(Map kind, const Args& args, const Geometry& g) {
 
 }  // namespace
 
-void stats(const at::Tensor& x_in, const at::Tensor& shift, const Geometry& g,
-           const at::Tensor& sum, const at::Tensor& sumsq) {
+void stats(const at::Tensor& x_in, const at::Tensor& shift, const at::Tensor& factor,
+           const Geometry& g, const at::Tensor& sum, const at::Tensor& sumsq) {
   const at::Tensor x = in_storage(x_in, storage_for(x_in, shift.scalar_type()));
   Prepared p;
-  prepare(p, x, nullptr, nullptr, {&shift}, g);
+  prepare(p, Activation::Swish, x, nullptr, nullptr, {&shift, &factor}, g);
   reduce_per_channel(Reduce::Stats, p.args, g, sum, sumsq);
 }
 
-void forward(const at::Tensor& x_in, const at::Tensor& scale, const at::Tensor& shift,
-             const Geometry& g, const at::Tensor& y) {
+void forward(Activation f, const at::Tensor& x_in, const at::Tensor& scale,
+             const at::Tensor& shift, const Geometry& g, const at::Tensor& y) {
   const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
   const at::Tensor x = in_storage(x_in, storage);
   const at::Tensor out = storage == y.scalar_type() ? y : at::empty_like(x);
   Prepared p;
-  prepare(p, x, nullptr, out.data_ptr(), {&scale, &shift}, g);
+  prepare(p, f, x, nullptr, out.data_ptr(), {&scale, &shift}, g);
   map_all(Map::Forward, p.args, g);
   if (!out.is_same(y)) {
     y.copy_(out);
   }
 }
 
-void backward_reduce(const at::Tensor& grad_output, const at::Tensor& x_in, const at::Tensor& scale,
-                     const at::Tensor& shift, const at::Tensor& mean, const Geometry& g,
-                     const at::Tensor& sum_dz, const at::Tensor& sum_dz_xmu) {
+void backward_reduce(Activation f, const at::Tensor& grad_output, const at::Tensor& x_in,
+                     const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
+                     const Geometry& g, const at::Tensor& sum_dz, const at::Tensor& sum_dz_xmu) {
   const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
   const at::Tensor x = in_storage(x_in, storage);
   const at::Tensor dy = in_storage(grad_output, storage);
   Prepared p;
-  prepare(p, x, &dy, nullptr, {&scale, &shift, &mean}, g);
+  prepare(p, f, x, &dy, nullptr, {&scale, &shift, &mean}, g);
   reduce_per_channel(Reduce::Backward, p.args, g, sum_dz, sum_dz_xmu);
 }
 
-void backward_input(const at::Tensor& grad_output, const at::Tensor& x_in, const at::Tensor& scale,
-                    const at::Tensor& shift, const at::Tensor& coef_dz, const at::Tensor& coef_x,
-                    const at::Tensor& coef_0, const Geometry& g, const at::Tensor& grad_input) {
+void backward_input(Activation f, const at::Tensor& grad_output, const at::Tensor& x_in,
+                    const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& coef_dz,
+                    const at::Tensor& coef_z, const at::Tensor& coef_0, const Geometry& g,
+                    const at::Tensor& grad_input) {
   const at::ScalarType storage = storage_for(x_in, scale.scalar_type());
   const at::Tensor x = in_storage(x_in, storage);
   const at::Tensor dy = in_storage(grad_output, storage);
   const at::Tensor out = storage == grad_input.scalar_type() ? grad_input : at::empty_like(x);
   Prepared p;
-  prepare(p, x, &dy, out.data_ptr(), {&scale, &shift, &coef_dz, &coef_x, &coef_0}, g);
+  prepare(p, f, x, &dy, out.data_ptr(), {&scale, &shift, &coef_dz, &coef_z, &coef_0}, g);
   map_all(Map::BackwardInput, p.args, g);
   if (!out.is_same(grad_input)) {
     grad_input.copy_(out);

@@ -1,5 +1,6 @@
 #pragma once
-// CPU kernels of the fused BatchNorm + Swish ops (bn_swish_ops.cpp checks the arguments).
+// CPU kernels of the fused BatchNorm + activation ops, Swish and Mish (bn_swish_ops.cpp checks
+// the arguments).
 //
 // x is dense and walked as [outer, C, inner] in memory order; grad_output has x's strides;
 // per-channel tensors are contiguous (C,) vectors of one dtype, float or double, which is also the
@@ -11,6 +12,8 @@
 
 #include <cstdint>
 
+#include "activations.h"
+
 namespace swishkernels::cpu::bn {
 
 struct Geometry {
@@ -19,16 +22,18 @@ struct Geometry {
   int64_t inner;
 };
 
-// sum and sumsq: (C,) outputs in the per-channel dtype.
-void stats(const at::Tensor& x, const at::Tensor& shift, const Geometry& g, const at::Tensor& sum,
-           const at::Tensor& sumsq);
-void forward(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+// sum and sumsq: (C,) outputs in the per-channel dtype, of d = (x - shift) * factor.
+void stats(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& factor,
+           const Geometry& g, const at::Tensor& sum, const at::Tensor& sumsq);
+// The activation f is applied to z = x * scale + shift.
+void forward(Activation f, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
              const Geometry& g, const at::Tensor& y);
-void backward_reduce(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& scale,
-                     const at::Tensor& shift, const at::Tensor& mean, const Geometry& g,
-                     const at::Tensor& sum_dz, const at::Tensor& sum_dz_xmu);
-void backward_input(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& scale,
-                    const at::Tensor& shift, const at::Tensor& coef_dz, const at::Tensor& coef_x,
-                    const at::Tensor& coef_0, const Geometry& g, const at::Tensor& grad_input);
+void backward_reduce(Activation f, const at::Tensor& grad_output, const at::Tensor& x,
+                     const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
+                     const Geometry& g, const at::Tensor& sum_dz, const at::Tensor& sum_dz_xmu);
+void backward_input(Activation f, const at::Tensor& grad_output, const at::Tensor& x,
+                    const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& coef_dz,
+                    const at::Tensor& coef_z, const at::Tensor& coef_0, const Geometry& g,
+                    const at::Tensor& grad_input);
 
 }  // namespace swishkernels::cpu::bn

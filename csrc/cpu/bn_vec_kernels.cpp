@@ -1,4 +1,4 @@
-// Vectorized loops of the fused BatchNorm + Swish CPU kernels (bn_vec_kernels.h), in the namespace
+// Vectorized loops of the fused BatchNorm + activation (Swish, Mish) CPU kernels (bn_vec_kernels.h), in the namespace
 // of the CPU capability this copy is compiled for. Built without capability flags, it is the
 // portable DEFAULT.
 //
@@ -138,43 +138,67 @@ C10_ALWAYS_INLINE void accumulate(const M& a, const M& b, Vectorized<double>* su
 // Reductions: terms (a, b) of sum0 = sum a, sum1 = sum a * b.
 // kRowStep: positions per step of reduce_positions, the faster of 1, 2 and 4 on an AVX512 AMD EPYC
 // (4 halves the stats pass; 2 or 4 slow the exp-bound backward pass at large sizes).
+// The factor is a power of two (exact): it keeps d^2 finite for inputs near 1e20 (fp32), whose
+// square would overflow the float terms.
 struct StatsTerm {
-  static constexpr int kParams = 1;
+  static constexpr int kParams = 2;
   static constexpr bool kUsesGrad = false;
   static constexpr int kRowStep = 4;
   template <typename M>
   static C10_ALWAYS_INLINE void apply(const M* p, const M& x, const M&, M& a, M& b) {
-    a = b = x - p[0];
+    a = b = (x - p[0]) * p[1];
   }
 };
 
+// f and dy * f' of the activation applied after the normalisation (activations.h).
+template <Activation A, typename M>
+C10_ALWAYS_INLINE M activation_forward(const M& z) {
+  if constexpr (A == Activation::Swish) {
+    return math::swish_forward(z);
+  } else {
+    return math::mish_forward(z);
+  }
+}
+
+template <Activation A, typename M>
+C10_ALWAYS_INLINE M activation_backward(const M& dy, const M& z) {
+  if constexpr (A == Activation::Swish) {
+    return math::swish_backward(dy, z);
+  } else {
+    return math::mish_backward(dy, z);
+  }
+}
+
+template <Activation A>
 struct BackwardTerm {
   static constexpr int kParams = 3;
   static constexpr bool kUsesGrad = true;
   static constexpr int kRowStep = 1;
   template <typename M>
   static C10_ALWAYS_INLINE void apply(const M* p, const M& x, const M& dy, M& a, M& b) {
-    a = math::swish_backward(dy, x * p[0] + p[1]);
+    a = activation_backward<A>(dy, x * p[0] + p[1]);
     b = x - p[2];
   }
 };
 
+template <Activation A>
 struct ForwardMap {
   static constexpr int kParams = 2;
   static constexpr bool kUsesGrad = false;
   template <typename M>
   static C10_ALWAYS_INLINE M apply(const M* p, const M& x, const M&) {
-    return math::swish_forward(x * p[0] + p[1]);
+    return activation_forward<A>(x * p[0] + p[1]);
   }
 };
 
+template <Activation A>
 struct BackwardInputMap {
   static constexpr int kParams = 5;
   static constexpr bool kUsesGrad = true;
   template <typename M>
   static C10_ALWAYS_INLINE M apply(const M* p, const M& x, const M& dy) {
-    const M dz = math::swish_backward(dy, x * p[0] + p[1]);
-    return p[2] * dz + p[3] * x + p[4];
+    const M z = x * p[0] + p[1];
+    return p[2] * activation_backward<A>(dy, z) + p[3] * z + p[4];
   }
 };
 
@@ -499,7 +523,12 @@ void reduce(Reduce kind, const Args& a, const Span& s, int64_t first_channel, do
       case Reduce::Stats:
         return reduce_span<scalar_t, StatsTerm>(a, s, first_channel, out0, out1);
       case Reduce::Backward:
-        return reduce_span<scalar_t, BackwardTerm>(a, s, first_channel, out0, out1);
+        if (a.activation == Activation::Mish) {
+          return reduce_span<scalar_t, BackwardTerm<Activation::Mish>>(a, s, first_channel, out0,
+                                                                       out1);
+        }
+        return reduce_span<scalar_t, BackwardTerm<Activation::Swish>>(a, s, first_channel, out0,
+                                                                      out1);
     }
   });
 }
@@ -509,9 +538,15 @@ void map(Map kind, const Args& a, const Span& s) {
     using scalar_t = decltype(tag);
     switch (kind) {
       case Map::Forward:
-        return map_span<scalar_t, ForwardMap>(a, s);
+        if (a.activation == Activation::Mish) {
+          return map_span<scalar_t, ForwardMap<Activation::Mish>>(a, s);
+        }
+        return map_span<scalar_t, ForwardMap<Activation::Swish>>(a, s);
       case Map::BackwardInput:
-        return map_span<scalar_t, BackwardInputMap>(a, s);
+        if (a.activation == Activation::Mish) {
+          return map_span<scalar_t, BackwardInputMap<Activation::Mish>>(a, s);
+        }
+        return map_span<scalar_t, BackwardInputMap<Activation::Swish>>(a, s);
     }
   });
 }

@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "activations.h"
+
 namespace swishkernels::cpu::bn {
 
 // Per-channel arrays are read in whole vectors past C: the caller pads each to a multiple of this
@@ -32,6 +34,7 @@ struct Span {
 // the math type, which is double for double x and float otherwise.
 struct Args {
   c10::ScalarType dtype;
+  Activation activation;  // f of the Backward, Forward and BackwardInput formulas
   int64_t channels;
   int64_t inner;
   const void* x;
@@ -41,13 +44,14 @@ struct Args {
 };
 
 // Per-channel sums, in the formulas' argument order of per_channel:
-//   Stats     (shift):             sum (x - shift),    sum (x - shift)^2
+//   Stats     (shift, factor):     sum d,              sum d^2,  d = (x - shift) * factor
 //   Backward  (scale, shift, mean): sum dz,             sum dz * (x - mean)
-//             with dz = swish_backward(grad_output, x * scale + shift)
+//             with dz = grad_output * f'(x * scale + shift)
 enum class Reduce { Stats, Backward };
 // Full-size outputs:
-//   Forward        (scale, shift):                         out = swish(x * scale + shift)
-//   BackwardInput  (scale, shift, coef_dz, coef_x, coef_0): out = coef_dz * dz + coef_x * x + coef_0
+//   Forward        (scale, shift):                         out = f(x * scale + shift)
+//   BackwardInput  (scale, shift, coef_dz, coef_z, coef_0):
+//                  out = coef_dz * dz + coef_z * z + coef_0, z = x * scale + shift
 enum class Map { Forward, BackwardInput };
 
 // Adds the span's sums of channel c to out0[c - first_channel] and out1[c - first_channel], in an

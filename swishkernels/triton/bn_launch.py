@@ -1,9 +1,10 @@
-"""Host-side launchers for the fused BatchNorm + Swish kernels (see bn_kernels.py for the tiles)."""
+"""Host-side launchers for the fused BatchNorm + activation kernels (see bn_kernels.py for the tiles)."""
 import torch
 import triton
 
 from .. import _layout
 from . import bn_kernels
+from .kernels import MISH, SWISH
 from .launch import INT64_THRESHOLD, NUM_WARPS, _block_size, fast_math, max_programs
 
 # Per-channel finishing kernels: small tiles, few warps.
@@ -29,8 +30,8 @@ def _tile_shape(rows: int, columns: int, tile: int, min_columns: int = 16):
     return best[1], best[2]
 
 
-def _acc_dtype(x):
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+_acc_dtype = _layout.accumulation_dtype
+_ACT = {"swish": SWISH.value, "mish": MISH.value}  # the kernels' ACT constexpr
 
 
 def _common(x):
@@ -42,8 +43,9 @@ def _fast(x):
     return dict(FAST=fast_math(x.dtype))
 
 
-def _reduction_plan(x):
-    """(grid, rows per program, constexprs) of a per-channel reduction over x."""
+def _reduction_plan(x, heavy=False):
+    """(grid, rows per program, constexprs) of a per-channel reduction over x. heavy: math that needs more
+    registers per element (Mish's backward): NCHW tiles are halved, as for unaligned rows."""
     channels, inner, positions = _layout.channel_geometry(x)
     outer = positions // inner
     tile = _block_size(x.dtype)
@@ -53,7 +55,7 @@ def _reduction_plan(x):
         block_r = max(tile // block_k, 1)
         c_blocks = triton.cdiv(channels, block_k)
     else:  # rows are the samples of one channel
-        if inner % 16:  # rows start unaligned: scalar loads, so half the tile keeps sm_80 from spilling
+        if inner % 16 or heavy:  # unaligned rows (scalar loads) or Mish's f': half the tile keeps sm_80 from spilling
             tile //= 2
         block_r, block_k = _tile_shape(outer, inner, tile)
         c_blocks = channels
@@ -61,7 +63,8 @@ def _reduction_plan(x):
     rows_per_program = triton.cdiv(triton.cdiv(outer, splits), block_r) * block_r
     splits = triton.cdiv(outer, rows_per_program)
     # COL_MASK: channels_last tiles need a channel mask only when C is not a multiple of their width.
-    constexprs = dict(CL=channels_last, COL_MASK=channels_last and channels % block_k != 0, BLOCK_R=block_r, BLOCK_K=block_k, **_common(x))
+    constexprs = dict(CL=channels_last, COL_MASK=channels_last and channels % block_k != 0, BLOCK_R=block_r,
+                      BLOCK_K=block_k, **_common(x))
     return (c_blocks, splits), (channels, inner, outer, rows_per_program), constexprs
 
 
@@ -71,21 +74,22 @@ def _partials(x, splits):
     return a, torch.empty_like(a)
 
 
-def _stats_partials(x, shift):
+def _stats_partials(x, shift, factor):
+    """shift None: by each channel's first sample, scaled by its power-of-two factor (both found in the kernel)."""
     grid, sizes, constexprs = _reduction_plan(x)
     partial_sum, partial_sumsq = _partials(x, grid[1])
-    bn_kernels.bn_stats_kernel[grid](x, x if shift is None else shift, partial_sum, partial_sumsq, *sizes,
-        SAMPLE_SHIFT=shift is None, **constexprs)
+    bn_kernels.bn_stats_kernel[grid](x, x if shift is None else shift, x if factor is None else factor,
+        partial_sum, partial_sumsq, *sizes, SAMPLE_SHIFT=shift is None, **constexprs)
     return partial_sum, partial_sumsq
 
 
-def _backward_partials(grad_output, x, a, b, mean, invstd=None, affine=-1):
+def _backward_partials(grad_output, x, a, b, mean, activation, invstd=None, affine=-1):
     """affine < 0: a, b are scale and shift; else weight and bias (bit 0, bit 1: present), with invstd."""
-    grid, sizes, constexprs = _reduction_plan(x)
+    grid, sizes, constexprs = _reduction_plan(x, heavy=activation == "mish")
     partial_dz, partial_dzx = _partials(x, grid[1])
-    bn_kernels.bn_swish_backward_reduce_kernel[grid](grad_output, x, a, b, mean, mean if invstd is None else invstd,
-                                                     partial_dz, partial_dzx, *sizes, AFFINE=affine, **constexprs,
-                                                     **_fast(x))
+    bn_kernels.bn_act_backward_reduce_kernel[grid](grad_output, x, a, b, mean, mean if invstd is None else invstd,
+                                                   partial_dz, partial_dzx, *sizes, AFFINE=affine,
+                                                   ACT=_ACT[activation], **constexprs, **_fast(x))
     return partial_dz, partial_dzx
 
 
@@ -96,28 +100,28 @@ def _finish_blocks(channels, splits):
 
 # ---- the op-level passes (the interface every backend offers, bn_swish_ops.py) ----
 
-def stats(x, shift):
-    """Per-channel sums of (x - shift) and its square. Finished with .sum(0): used only as a plain op;
-    BatchNormSwishFunction takes the in-kernel path, batch_stats."""
-    partial_sum, partial_sumsq = _stats_partials(x, shift)
+def stats(x, shift, factor):
+    """Per-channel sums of d = (x - shift) * factor and of d^2. Finished with .sum(0): used only as a plain op;
+    BatchNormActFunction takes the in-kernel path, batch_stats."""
+    partial_sum, partial_sumsq = _stats_partials(x, shift, factor)
     return partial_sum.sum(0), partial_sumsq.sum(0)
 
 
-def backward_reduce(grad_output, x, scale, shift, mean):
-    partial_dz, partial_dzx = _backward_partials(grad_output, x, scale, shift, mean)
+def backward_reduce(grad_output, x, scale, shift, mean, activation="swish"):
+    partial_dz, partial_dzx = _backward_partials(grad_output, x, scale, shift, mean, activation)
     return partial_dz.sum(0), partial_dzx.sum(0)
 
 
-def forward(x, scale, shift, out):
+def forward(x, scale, shift, out, activation="swish"):
     # Twice the elementwise tile (32 bytes per thread): the per-program work (a row's channel and
     # parameters) is then shared by more elements. Not for backward_input, whose registers would then
-    # allow fewer than 4 programs per SM (tools/gpu_code.py).
-    _flat(bn_kernels.bn_swish_forward_kernel, (x, scale, shift, out), x, {}, tiles=2)
+    # allow fewer than 4 programs per SM (tools/gpu_code/).
+    _flat(bn_kernels.bn_act_forward_kernel, (x, scale, shift, out), x, {"ACT": _ACT[activation]}, tiles=2)
 
 
-def backward_input(grad_output, x, scale, shift, coef_dz, coef_x, coef_0, grad_input):
-    _flat(bn_kernels.bn_swish_backward_input_kernel,
-          (grad_output, x, scale, shift, coef_dz, coef_x, coef_0, grad_input), x, {})
+def backward_input(grad_output, x, scale, shift, coef_dz, coef_z, coef_0, grad_input, activation="swish"):
+    _flat(bn_kernels.bn_act_backward_input_kernel,
+          (grad_output, x, scale, shift, coef_dz, coef_z, coef_0, grad_input), x, {"ACT": _ACT[activation]})
 
 
 def _flat(kernel, tensors, x, extra, tiles=1):
@@ -148,7 +152,7 @@ def finish_stats(x, weight, bias, running_mean, running_var, counter, momentum, 
     channels, inner, positions = _layout.channel_geometry(x)
     mean, invstd, scale, shift = _per_channel(x, 4)
     if batch_stats:
-        partial_sum, partial_sumsq = _stats_partials(x, None)
+        partial_sum, partial_sumsq = _stats_partials(x, None, None)
     else:
         partial_sum = partial_sumsq = mean  # not read
     splits = partial_sum.size(0) if batch_stats else 1
@@ -166,20 +170,20 @@ def finish_stats(x, weight, bias, running_mean, running_var, counter, momentum, 
     return mean, invstd, scale, shift
 
 
-def finish_backward(grad_output, x, weight, bias, mean, invstd, batch_stats, param_dtype):
-    """(scale, shift, coef_x, coef_0, grad_weight, grad_bias): z = x * scale + shift again, the coefficients of
+def finish_backward(grad_output, x, weight, bias, mean, invstd, batch_stats, param_dtype, activation="swish"):
+    """(scale, shift, coef_z, coef_0, grad_weight, grad_bias): z = x * scale + shift again, the coefficients of
     BatchNorm's input gradient (zeros without batch statistics), and the parameter gradients (in param_dtype,
     default the accumulation dtype), from one reduction kernel and one finishing kernel."""
     channels, _, positions = _layout.channel_geometry(x)
     affine = (weight is not None) + 2 * (bias is not None)
     partial_dz, partial_dzx = _backward_partials(grad_output, x, mean if weight is None else weight,
-                                                 mean if bias is None else bias, mean, invstd, affine)
-    scale, shift, coef_x, coef_0 = _per_channel(x, 4)
+                                                 mean if bias is None else bias, mean, activation, invstd, affine)
+    scale, shift, coef_z, coef_0 = _per_channel(x, 4)
     grad_weight, grad_bias = (torch.empty_like(scale, dtype=param_dtype or scale.dtype) for _ in range(2))
     block_c, block_s = _finish_blocks(channels, partial_dz.size(0))
     bn_kernels.bn_finish_backward_kernel[(triton.cdiv(channels, block_c),)](
         partial_dz, partial_dzx, mean if weight is None else weight, mean if bias is None else bias, invstd, mean,
-        scale, shift, coef_x, coef_0, grad_weight, grad_bias, channels, partial_dz.size(0), positions,
+        scale, shift, coef_z, coef_0, grad_weight, grad_bias, channels, partial_dz.size(0), positions,
         BATCH_STATS=batch_stats, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         BLOCK_C=block_c, BLOCK_S=block_s, FP64=x.dtype == torch.float64, num_warps=FINISH_WARPS)
-    return scale, shift, coef_x, coef_0, grad_weight, grad_bias
+    return scale, shift, coef_z, coef_0, grad_weight, grad_bias

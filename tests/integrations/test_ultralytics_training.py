@@ -2,13 +2,17 @@
 made here, with swishkernels' one-line integration: the trainer's own model is fused (after it rebuilt it
 from the yaml and built its optimizer), BatchNorm weights train, losses match the unfused run, and
 autograd keeps less."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
+from ultralytics import YOLO
 
 from swishkernels import bn_swish
 from swishkernels.integrations.ultralytics import apply_swishkernels
-from ultralytics import YOLO
 
 IMAGES = 4
 SIZE = 64
@@ -127,3 +131,38 @@ def test_ultralytics_training_fused_and_recomputed(dataset, tmp_path, torch_stat
     assert fused.saved_bytes < 0.8 * plain.saved_bytes
     assert recomputed.saved_bytes <= 0.55 * plain.saved_bytes
 
+
+
+HANDOFF = """
+import sys
+from ultralytics.utils import DEFAULT_CFG_DICT
+from ultralytics.utils.patches import torch_load
+state = torch_load(sys.argv[1], map_location="cpu")  # what ultralytics' DDP file does in every process
+cfg = DEFAULT_CFG_DICT.copy()
+cfg.update(save_dir="")
+trainer = state["trainer"](cfg=cfg, overrides=state["args"], _callbacks=state["callbacks"])
+trainer.model = state["model"]
+trainer.run_callbacks("on_pretrain_routine_end")  # the event apply_swishkernels fuses at
+types = {type(m).__name__ for m in trainer.model.modules() if type(m).__name__.startswith("BatchNorm")}
+print(len(trainer._swishkernels_report.fused), sorted(types), hasattr(trainer, "_swishkernels_recompute"))
+"""
+
+
+def test_apply_swishkernels_survives_the_ddp_handoff(dataset, tmp_path, monkeypatch, torch_state_restored):
+    """ultralytics trains on several GPUs by pickling the trainer's class, arguments, model and callbacks
+    (cloudpickle) into a file that each torchrun process loads. No GPU here, so the hand-off itself is tested:
+    the file ultralytics writes, loaded in a fresh process, fuses the model at the same event."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils import dist
+
+    monkeypatch.setattr(dist, "USER_CONFIG_DIR", tmp_path)
+    yolo = apply_swishkernels(YOLO("yolov8n.yaml"), recompute=True)
+    trainer = DetectionTrainer(overrides=dict(model="yolov8n.yaml", data=str(dataset / "data.yaml"), imgsz=SIZE,
+                                              device="cpu", workers=0, project=str(tmp_path), name="ddp"),
+                               _callbacks=yolo.callbacks)
+    trainer.model = trainer.get_model(cfg="yolov8n.yaml", verbose=False)
+    script = dist.generate_ddp_file(trainer)
+    state_file = str(Path(script).with_suffix(".pt"))
+    proc = subprocess.run([sys.executable, "-c", HANDOFF, state_file], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[-2] == "57 ['BatchNormSwish2d'] True"

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from yolo.boxes import (bbox_iou, box_iou, nms, non_max_suppression, scale_coords, xywh2xyxy,
-                        xyxy2xywh)
+from yolo.boxes import bbox_iou, box_iou, nms, non_max_suppression, scale_coords, xywh2xyxy, xyxy2xywh
 
 
 def test_xywh_xyxy_hand_values_and_round_trip():

@@ -140,7 +140,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run_experiment(args, device, t0: float, info) -> int:
     from yolo.data import DataError, load_data_config
     from yolo.train_args import OptionError
-
     from yolo.utils.errors import error_line, report
 
     out = Path(args.out)

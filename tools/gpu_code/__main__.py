@@ -1,0 +1,6 @@
+"""python -m tools.gpu_code"""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -21,6 +21,9 @@ Steps, each timed and isolated (a failing step is recorded, the next one runs):
              dry run): nn.BatchNorm2d + SiLU's numbers on every backend, ms per step beside BatchNormSwish2d
   ncu        where Nsight Compute's `ncu` is on PATH: achieved DRAM throughput (% of peak, GB/s) of our Triton
              Swish forward and fused BatchNorm+Swish forward on 256 MiB tensors; else recorded as absent
+  compile_step  the end-to-end training step of benchmarks/compile_step.py on yolov3-tiny, batch 32 at 320 px:
+             eager SiLU, fused, fused + recompute, LeakyReLU(inplace), torch.compile, torch.compile + ours;
+             step time, memory kept for backward and peak. Dry run: the eager variants at toy size
 Results: gpu_check.json (machine, every step's status, seconds and data) and gpu_check.md, rewritten after
 every step so a run cut short still leaves what it measured. Imports only torch, triton, numpy, pytest,
 matplotlib and this checkout (no pycocotools, no yaml needed), and swishkernels only after the build step.
@@ -47,7 +50,7 @@ import machine  # noqa: E402
 # (step, seconds it is planned to take). Time a step leaves unused flows to the later ones; a step never
 # starts with less than its later steps' plans would need, so the whole stays within --budget.
 PLAN = (("env", 10), ("build", 120), ("pytest_gpu", 45), ("kernels", 50), ("memory", 20), ("training", 30),
-        ("graph", 10), ("sync_bn", 10), ("ncu", 15))
+        ("graph", 10), ("sync_bn", 10), ("ncu", 15), ("compile_step", 90))
 TRAIN_PEERS = ("swish-me", "silu", "swish-naive")  # compared with leaky and our swish in the training step
 
 
@@ -64,6 +67,9 @@ class Settings:
                        else dict(batch=16, img_size=320, cfg="yolov3", stack_size=64, compiled=True))
         self.train = (dict(cfg="yolov3-tiny", batch=1, img_size=64, warmup=1, iters=1, amp=False) if dry_run
                       else dict(cfg="yolov3", batch=64, img_size=320, warmup=3, iters=10, amp=True))
+        # compile_step: eager only in a dry run (Inductor on a CPU costs a minute a model)
+        self.compile_step = (dict(batch=2, img_size=64, rounds=1, variants=["fused", "LeakyReLU(inplace)"])
+                             if dry_run else dict(batch=32, img_size=320, rounds=5, variants=None))
 
 
 # ---- the steps ----------------------------------------------------------------------------------------------
@@ -455,9 +461,26 @@ def step_ncu(s, seconds):
     return {"available": True, "returncode": rc, "rows": rows, "output_tail": out[-1500:]}
 
 
+def step_compile_step(s, seconds):
+    """The end-to-end training step of benchmarks/compile_step.py: eager SiLU, fused, fused + recompute, in-place
+    LeakyReLU, torch.compile and torch.compile + ours, step time and memory kept for backward (and peak on the
+    GPU). yolov3-tiny always (bundled); yolov8n where ultralytics is installed (not in the GPU image)."""
+    import importlib.util
+
+    import compile_step
+
+    c = s.compile_step
+    models = ["yolov3-tiny"] + (["yolov8n"] if not s.dry_run and importlib.util.find_spec("ultralytics") else [])
+    wanted = c["variants"] or compile_step.VARIANTS
+    results = compile_step.run(models, c["batch"], c["img_size"], c["rounds"], s.device, wanted=wanted)
+    args = argparse.Namespace(batch=c["batch"], img_size=c["img_size"], rounds=c["rounds"])
+    table = compile_step.markdown(results, args, machine.one_line(machine.describe(s.device)))
+    return {"config": {**c, "device": s.device, "models": models}, "results": results, "table": table}
+
+
 STEPS = {"env": step_env, "build": step_build, "pytest_gpu": step_pytest, "kernels": step_kernels,
          "memory": step_memory, "training": step_training, "graph": step_graph,
-         "sync_bn": step_sync_bn, "ncu": step_ncu}
+         "sync_bn": step_sync_bn, "ncu": step_ncu, "compile_step": step_compile_step}
 
 
 # ---- running and reporting ----------------------------------------------------------------------------------
@@ -482,7 +505,7 @@ def markdown(report):
             data = st["data"]
             note = f"cuda backends: {data.get('cuda_backends')}, extension error: {data.get('extension_error')}"
         lines.append(f"| {name} | {st['status']} | {st['seconds']:.1f} | {note} |")
-    for name in ("kernels", "memory", "training", "sync_bn"):
+    for name in ("kernels", "memory", "training", "sync_bn", "compile_step"):
         data = report["steps"].get(name, {}).get("data")
         if data and data.get("table"):
             lines += ["", f"## {name}", data["table"]]

@@ -27,3 +27,7 @@ __all__ += ["BatchNormSwish2d", "BatchNormMish2d", "fuse_bn_swish", "unfuse_bn_s
 from .sync_bn_swish import SyncBatchNormSwish2d, convert_sync_bn_swish, revert_sync_bn_swish  # noqa: E402
 
 __all__ += ["SyncBatchNormSwish2d", "convert_sync_bn_swish", "revert_sync_bn_swish"]
+
+from .memory_policy import keep_conv_outputs, memory_policy, remove_memory_policy  # noqa: E402
+
+__all__ += ["memory_policy", "remove_memory_policy", "keep_conv_outputs"]

@@ -110,10 +110,26 @@ def _default_backend(device_type: str) -> str:
     return _DEFAULT_FOR_DEVICE[device_type]
 
 
+# os.environ's own dict (CPython keeps the environment there; monkeypatch.setenv and os.environ[...] = ...
+# update it): a lookup in it costs a few ns per activation call, where os.environ.get costs about 1 us when
+# the variable is unset (a KeyError raised and caught inside). Elsewhere os.environ.get is used.
+_ENVIRON_DATA = getattr(os.environ, "_data", None)
+_ENV_KEY = os.environ.encodekey(ENV_VAR) if isinstance(_ENVIRON_DATA, dict) else None
+
+
+def env_requests_a_backend() -> bool:
+    """Whether $SWISHKERNELS_BACKEND is set (to anything): a dict lookup on CPython."""
+    if _ENV_KEY is not None:
+        return _ENV_KEY in _ENVIRON_DATA
+    return ENV_VAR in os.environ
+
+
 def requested(backend: Optional[str]) -> Optional[str]:
     """The backend the user asked for: `backend=`, else $SWISHKERNELS_BACKEND, else None (choose the best).
     The one place that reads the variable."""
-    return backend if backend is not None else os.environ.get(ENV_VAR) or None
+    if backend is not None:
+        return backend
+    return os.environ.get(ENV_VAR) or None if env_requests_a_backend() else None
 
 
 def resolve(backend: Optional[str], device: torch.device) -> str:

@@ -96,7 +96,12 @@ def unpack_saved_tensor(packed):
 def recompute_bn_swish() -> Iterator[None]:
     """While active, a layer that saves the output of a BatchNormSwish2d(recompute=True) for backward
     (the next convolution, for its weight gradient) keeps a recipe instead: the block's input, already
-    saved by the block itself, plus per-channel scale and shift. Backward recomputes the output."""
+    saved by the block itself, plus per-channel scale and shift. Backward recomputes the output.
+    Under torch.compile it does nothing: the fused layers run PyTorch's ops there and the partitioner
+    decides what to recompute (state it with sk.memory_policy); dynamo refuses saved_tensors_hooks."""
+    if torch.compiler.is_compiling():
+        yield
+        return
     with torch.autograd.graph.saved_tensors_hooks(pack_saved_tensor, unpack_saved_tensor):
         yield
 
@@ -145,8 +150,8 @@ class _FusedBatchNormAct2d(nn.BatchNorm2d):
         return nn.BatchNorm2d.forward(self, x)
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        if special_paths.batch_norm_special_path():  # torch.func, forward AD, ONNX, jit.trace: PyTorch's ops
-            return self._pytorch_forward(x)
+        if special_paths.batch_norm_special_path():  # torch.compile, torch.func, forward AD, ONNX, jit.trace
+            return self._pytorch_forward(x)  # PyTorch's ops
         self._check_input_dim(x)
         _layout.check_dtype(x, type(self).__name__)
         # Running-statistics bookkeeping as nn.BatchNorm2d.forward does it, but the counter's increment (and,

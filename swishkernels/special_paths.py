@@ -12,7 +12,10 @@ check that costs about 0.15 us per call (`special_path`):
   F.batch_norm), which the exporters map to standard ONNX ops; our kernels are not ONNX ops.
 
 BatchNormSwish2d takes PyTorch's ops (nn.BatchNorm2d.forward + F.silu) in all these situations, and
-under torch.jit.trace too (`batch_norm_special_path`). Those composite paths give PyTorch's numbers.
+under torch.jit.trace and torch.compile too (`batch_norm_special_path`). Those composite paths give PyTorch's
+numbers. Under torch.compile that is the point: Inductor sees batch_norm and silu, fuses them with their
+neighbours and decides itself what to recompute in backward (the memory policy, memory_policy.py, tells it
+to keep only convolution outputs); our fused op would be opaque to it.
 """
 import sys
 
@@ -23,9 +26,12 @@ from torch.autograd import forward_ad as _forward_ad
 _COMPOSITE = {"swish": F.silu, "mish": F.mish}
 
 
+_MODULES = sys.modules
+
+
 def exporting_to_onnx() -> bool:
     # torch.onnx is imported only by code that exports; until then nothing can be exporting.
-    onnx = sys.modules.get("torch.onnx")
+    onnx = _MODULES.get("torch.onnx")
     return onnx is not None and onnx.is_in_onnx_export()
 
 
@@ -34,13 +40,15 @@ def special_path() -> bool:
     if torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0:
         # torch.compile traces transforms itself, through the ops' fake kernels and autograd rules
         return not torch.compiler.is_compiling()
-    return exporting_to_onnx()  # the dynamo exporter runs torch.export, which counts as compiling
+    # the dynamo exporter runs torch.export, which counts as compiling; no call at all before torch.onnx loads
+    return "torch.onnx" in _MODULES and exporting_to_onnx()
 
 
 def batch_norm_special_path() -> bool:
-    """special_path(), and also torch.jit.trace: the fused BatchNorm is a Python autograd.Function,
-    which a traced graph records as a Python call that torch.jit.save cannot write out."""
-    return special_path() or torch.jit.is_tracing()
+    """special_path(), and also torch.jit.trace (the fused BatchNorm is a Python autograd.Function, which a
+    traced graph records as a Python call that torch.jit.save cannot write out) and torch.compile (Inductor
+    fuses and partitions PyTorch's batch_norm + silu; an opaque op would keep more and run slower)."""
+    return torch.compiler.is_compiling() or special_path() or torch.jit.is_tracing()
 
 
 def activate(x: torch.Tensor, activation: str, backend) -> torch.Tensor:

@@ -169,7 +169,7 @@ def test_gpu_check_dry_run(tmp_path):
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["dry_run"] is True
     assert list(report["steps"]) == ["env", "build", "pytest_gpu", "kernels", "memory", "training", "graph", "sync_bn",
-                                   "ncu"]
+                                   "ncu", "compile_step"]
     for name, step in report["steps"].items():
         assert step["status"] == "ok", (name, step.get("error"))
         assert step["seconds"] >= 0
@@ -186,6 +186,9 @@ def test_gpu_check_dry_run(tmp_path):
     assert graph["captured"] is False and graph["eager_loss"] > 0
     assert steps["sync_bn"]["data"]["collective"] == "gloo" and steps["sync_bn"]["data"]["rows"]
     assert steps["ncu"]["data"]["available"] is False
+    rows = steps["compile_step"]["data"]["results"]["yolov3-tiny"]  # eager variants only in a dry run
+    assert list(rows) == ["eager SiLU", "fused", "LeakyReLU(inplace)"]
+    assert rows["fused"]["kept_mib"] < rows["eager SiLU"]["kept_mib"] and rows["eager SiLU"]["time_ratio"] == 1
     md = (out / "gpu_check.md").read_text()
     assert "| kernels | ok |" in md and "## training" in md
 

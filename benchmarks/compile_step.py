@@ -1,0 +1,239 @@
+"""End-to-end training step against torch.compile: yolov8n (ultralytics config) and yolov3-tiny (yolo.models.Darknet
+with SiLU), each as eager SiLU, fused, fused + recompute, LeakyReLU(0.1, inplace=True), torch.compile of the SiLU
+model, and torch.compile + ours (fused + recompute + sk.memory_policy).
+
+    PYTHONPATH=$PWD python benchmarks/compile_step.py [--batch 4] [--img-size 160] [--rounds 7] [--device cpu]
+
+A step: zero grads, forward, loss (sum of every output), backward. No optimizer (the same for all).
+- Memory alive at the start of backward, exact bytes kept for backward (parameters and buffers left out):
+  eager variants by sk.saved_for_backward (saved_tensors_hooks; the policy's kept conv outputs pass through
+  them too); compiled variants read off the autograd graph (tests/helpers.saved_by_graph: the compiled
+  node's saved_tensors are what its backward graph takes; hooks around a compiled call would compile a
+  second graph). On a GPU also the peak allocated during the step.
+- Step time: the variants take turns in each round (order reversed every other round); reported as the
+  median over rounds of each variant's time / eager SiLU's time in the same round.
+- Compile time: the first step of a compiled variant minus its median step, reported separately.
+Writes compile_step.md and compile_step.json into --out-dir (default benchmarks/results/cpu-<epyc|xeon>-2core/,
+by this CPU).
+"""
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0:0] = [str(ROOT / "tests"), str(ROOT), str(ROOT / "benchmarks")]
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from machine import (  # noqa: E402
+    cpu_model,  # noqa: E402
+    describe,
+    one_line,
+)
+
+import swishkernels as sk  # noqa: E402
+from helpers import tensors_saved_by_graph  # noqa: E402
+
+MiB = 2**20
+VARIANTS = ("eager SiLU", "fused", "fused + recompute", "LeakyReLU(inplace)", "torch.compile",
+            "torch.compile + ours")
+
+
+def build(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "yolov8n":
+        from ultralytics.nn.tasks import DetectionModel
+        return DetectionModel("yolov8n.yaml", verbose=False).train()
+    if name == "yolov3-tiny":
+        from yolo.models import Darknet
+        return Darknet("yolov3-tiny", num_classes=80, activation="silu").train()
+    raise ValueError(f"compile_step: unknown model {name!r} (yolov8n, yolov3-tiny)")
+
+
+def flatten(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [t for item in out for t in flatten(item)]
+
+
+def loss_of(out):
+    return sum(t.float().sum() for t in flatten(out))
+
+
+class Variant:
+    """One way of running the model: how to call it, whether it is compiled, how to count what it keeps."""
+
+    def __init__(self, name, model, compiled=False, recompute=False):
+        self.name, self.model, self.compiled, self.recompute = name, model, compiled, recompute
+        self.call = torch.compile(model) if compiled else model
+
+    def forward(self, x):
+        if self.recompute:
+            with sk.recompute_bn_swish():
+                return self.call(x)
+        return self.call(x)
+
+    def step(self, x):
+        for p in self.model.parameters():
+            p.grad = None
+        out = self.forward(x)
+        if self.recompute:
+            with sk.recompute_bn_swish():  # unpack hooks stay with the packed tensors; kept for symmetry
+                loss_of(out).backward()
+        else:
+            loss_of(out).backward()
+
+    def kept_bytes(self, x):
+        """(all bytes kept for backward, of which batch-sized tensors). Compiled graphs also keep copies of
+        the weights (Inductor converts them to channels_last for its convolutions): real memory, but
+        per model, not per image."""
+        if not self.compiled:
+            kept = sk.saved_for_backward(self.model, x, recompute=self.recompute).bytes
+            return kept, kept
+        out = self.forward(x)
+        tensors = tensors_saved_by_graph(flatten(out), exclude=self.model)
+        total = sum(t.untyped_storage().nbytes() for t in tensors)
+        batch_sized = sum(t.untyped_storage().nbytes() for t in tensors if t.dim() and t.shape[0] == x.shape[0])
+        del out
+        return total, batch_sized
+
+
+def variants(name, x, wanted=VARIANTS):
+    """The variants named in `wanted` (eager SiLU always: the ratios are to it)."""
+    base = build(name).to(x.device)
+    fused = copy.deepcopy(base)
+    sk.fuse_bn_swish(fused, example_inputs=x[:2])
+    recompute = copy.deepcopy(base)
+    sk.fuse_bn_swish(recompute, recompute=True, example_inputs=x[:2])
+    leaky = copy.deepcopy(base)
+    sk.replace_activations(leaky, {nn.SiLU: lambda old: nn.LeakyReLU(0.1, inplace=True)})
+    ours = copy.deepcopy(base)
+    sk.fuse_bn_swish(ours, recompute=True, example_inputs=x[:2])
+    sk.memory_policy(ours)
+    makers = {"eager SiLU": lambda: Variant("eager SiLU", base), "fused": lambda: Variant("fused", fused),
+              "fused + recompute": lambda: Variant("fused + recompute", recompute, recompute=True),
+              "LeakyReLU(inplace)": lambda: Variant("LeakyReLU(inplace)", leaky),
+              "torch.compile": lambda: Variant("torch.compile", copy.deepcopy(base), compiled=True),
+              "torch.compile + ours": lambda: Variant("torch.compile + ours", ours, compiled=True, recompute=True)}
+    return [make() for name_, make in makers.items() if name_ == "eager SiLU" or name_ in wanted]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def peak_step_bytes(variant, x, device):
+    if device.type != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    variant.step(x)
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def measure(name, batch, img_size, rounds, device, wanted=VARIANTS):
+    x = torch.rand(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0)).to(device)
+    runs = variants(name, x, wanted)
+    first = {}
+    for v in runs:  # the first step compiles
+        first[v.name] = timed(lambda: v.step(x), device)
+        print(f"  {name} {v.name}: first step {first[v.name]:.1f} s", file=sys.stderr, flush=True)
+    times = {v.name: [] for v in runs}
+    for round_ in range(rounds):
+        for v in (runs if round_ % 2 == 0 else runs[::-1]):
+            times[v.name].append(timed(lambda: v.step(x), device))
+    base = times["eager SiLU"]
+    rows = {}
+    kept_eager = None
+    for v in runs:
+        kept, batch_sized = v.kept_bytes(x)
+        kept_eager = kept if kept_eager is None else kept_eager
+        median = statistics.median(times[v.name])
+        rows[v.name] = dict(kept_mib=kept / MiB, kept_ratio=kept / kept_eager, batch_sized_mib=batch_sized / MiB,
+                            batch_sized_ratio=batch_sized / kept_eager, step_s=median,
+                            time_ratio=statistics.median(t / b for t, b in zip(times[v.name], base)),
+                            compile_s=(first[v.name] - median) if v.compiled else None,
+                            peak_mib=(lambda p: None if p is None else p / MiB)(peak_step_bytes(v, x, device)))
+    return rows
+
+
+def markdown(results, args, machine: str) -> str:
+    lines = ["# Training step vs torch.compile (benchmarks/compile_step.py)", "",
+             f"{machine}; batch {args.batch}, {args.img_size} px, float32, {args.rounds} interleaved rounds. "
+             "Memory: exact bytes kept for backward at the start of backward (parameters and buffers left out), "
+             "as a ratio to eager SiLU. Time: median over rounds of the per-round ratio to eager SiLU. "
+             "Compile time: first step minus the median step.", ""]
+    for name, rows in results.items():
+        base = rows["eager SiLU"]
+        peak_column = base["peak_mib"] is not None
+        lines += [f"## {name}", "", "| variant | kept for backward | vs eager | vs torch.compile | of which "
+                  "batch-sized (vs eager) | step time vs eager | vs torch.compile | compile s |"
+                  + (" peak MiB |" if peak_column else ""),
+                  "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak_column else "")]
+        comp = rows.get("torch.compile", base)  # without it (a dry run), the compile columns compare to eager
+        for variant, r in rows.items():
+            compile_s = f"{r['compile_s']:.0f}" if r["compile_s"] is not None else ""
+            peak = f" {r['peak_mib']:.0f} |" if peak_column else ""
+            lines.append(f"| {variant} | {r['kept_mib']:.1f} MiB | {r['kept_ratio']:.2f}x | "
+                         f"{r['kept_mib'] / comp['kept_mib']:.2f}x | {r['batch_sized_mib']:.1f} MiB "
+                         f"({r['batch_sized_ratio']:.2f}x) | {r['time_ratio']:.2f} | "
+                         f"{r['time_ratio'] / comp['time_ratio']:.2f} | {compile_s} |{peak}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run(models, batch, img_size, rounds, device, out_dir=None, wanted=VARIANTS):
+    """Measure every model; returns {model: {variant: row}} and writes md + json into out_dir if given."""
+    device = torch.device(device)
+    results = {}
+    for name in models:
+        start = time.time()
+        results[name] = measure(name, batch, img_size, rounds, device, wanted)
+        print(f"{name}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        args = argparse.Namespace(batch=batch, img_size=img_size, rounds=rounds)
+        machine = one_line(describe(device))
+        (out_dir / "compile_step.md").write_text(markdown(results, args, machine) + "\n")
+        record = dict(machine=describe(device), batch=batch, img_size=img_size, rounds=rounds, results=results)
+        (out_dir / "compile_step.json").write_text(json.dumps(record, indent=1))
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["yolov3-tiny", "yolov8n"])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--img-size", type=int, default=160)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
+    default_dir = "cpu-epyc-2core" if "EPYC" in cpu_model() else "cpu-xeon-2core"  # the dirs of earlier tables
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / default_dir)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run(args.models, args.batch, args.img_size, args.rounds, args.device, args.out_dir)
+    print(markdown(results, args, one_line(describe(args.device))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""One-line memory policy for any CNN: keep convolution (and matmul) outputs for backward, recompute the rest.
+
+    model = sk.memory_policy(model)          # in place; works in eager and under torch.compile(fullgraph=True)
+
+It is selective activation checkpointing (torch.utils.checkpoint with `create_selective_checkpoint_contexts`)
+around the model's forward, with the policy `keep_conv_outputs`: outputs of convolutions and matrix
+products are kept, BatchNorm, activations, additions and concatenations are recomputed from them in
+backward. A Conv-BN-activation block then keeps one tensor (its conv output) whatever the activation:
+SiLU, ReLU, LeakyReLU(inplace=True), our fused BatchNormSwish2d.
+
+Where it pays:
+- Under torch.compile the policy is a statement the partitioner honours: Inductor fuses BatchNorm and the
+  activation into the backward kernels that need them, so the recompute costs little and happens where it
+  is used. This is the route for compiled models (our fused layers run PyTorch's ops while compiling, so
+  Inductor sees the math; see special_paths.batch_norm_special_path).
+- In eager, PyTorch's checkpoint recomputes the whole region at the first backward use, so what is kept
+  between forward and backward drops (one tensor per block) but the peak inside backward does not; for
+  eager training `sk.fuse_bn_swish(model, recompute=True)` keeps about as little with a lower peak.
+
+Running statistics: eager checkpointing runs the forward twice, which would update BatchNorm's running
+statistics (and num_batches_tracked) twice; the recompute here restores every buffer of the model to its
+value before the recompute, so they match a plain forward exactly. Compiled graphs recompute only pure
+ops (the updates are functionalized into the forward graph), so nothing needs restoring there.
+"""
+import functools
+from typing import Any, List, Tuple
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+aten = torch.ops.aten
+# Ops whose outputs are kept: the expensive ones. Everything else in the region is recomputed.
+SAVED_OPS = frozenset({
+    aten.convolution.default, aten._convolution.default, aten.mkldnn_convolution.default,
+    aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
+})
+
+
+def keep_conv_outputs(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    """The selective-checkpoint policy: keep convolution and matmul outputs, recompute everything else."""
+    return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+# The context_fn for torch.utils.checkpoint(..., use_reentrant=False, context_fn=...) under torch.compile:
+# a functools.partial of PyTorch's own function, the form dynamo turns into a tagged region.
+checkpoint_contexts = functools.partial(create_selective_checkpoint_contexts, keep_conv_outputs)
+
+
+class _RestoringBuffers:
+    """The eager recompute context: the policy's own, plus every buffer of the model put back afterwards
+    (the recomputed forward must not update running statistics a second time)."""
+
+    def __init__(self, recompute_context, module: nn.Module):
+        self.recompute_context, self.module = recompute_context, module
+        self.saved: List[Tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __enter__(self):
+        with torch.no_grad():
+            self.saved = [(buffer, buffer.clone()) for buffer in self.module.buffers()]
+        return self.recompute_context.__enter__()
+
+    def __exit__(self, *exc_info):
+        try:
+            return self.recompute_context.__exit__(*exc_info)
+        finally:
+            with torch.no_grad():
+                for buffer, value in self.saved:
+                    buffer.copy_(value)
+            self.saved = []
+
+
+def _eager_contexts(module: nn.Module):
+    forward_context, recompute_context = checkpoint_contexts()
+    return forward_context, _RestoringBuffers(recompute_context, module)
+
+
+def _forward_with_policy(forward, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    if not torch.is_grad_enabled():  # inference: nothing is kept for backward anyway
+        return forward(*args, **kwargs)
+    if torch.compiler.is_compiling():
+        return checkpoint(forward, *args, use_reentrant=False, context_fn=checkpoint_contexts, **kwargs)
+    # respect_saved_tensors_hooks: the kept conv outputs go through the caller's saved_tensors_hooks like any
+    # saved tensor (sk.saved_for_backward counts them, torch.autograd.graph.save_on_cpu moves them).
+    return checkpoint(forward, *args, use_reentrant=False, context_fn=functools.partial(_eager_contexts, module),
+                      respect_saved_tensors_hooks=True, **kwargs)
+
+
+def has_memory_policy(model: nn.Module) -> bool:
+    forward = model.__dict__.get("forward")
+    return isinstance(forward, functools.partial) and forward.func is _forward_with_policy
+
+
+def memory_policy(model: nn.Module) -> nn.Module:
+    """Run `model`'s forward under the policy (keep conv/matmul outputs, recompute the rest); returns the
+    model, changed in place (its parameters, buffers, state_dict and hooks are untouched). Calling it
+    again does nothing; `remove_memory_policy(model)` undoes it. Compile after applying it:
+    `torch.compile(sk.memory_policy(model))`."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"memory_policy: expected an nn.Module, got {type(model).__name__}")
+    if not has_memory_policy(model):
+        model.forward = functools.partial(_forward_with_policy, model.forward, model)
+    return model
+
+
+def remove_memory_policy(model: nn.Module) -> nn.Module:
+    """Undo memory_policy(model); returns the model."""
+    if has_memory_policy(model):
+        original = model.__dict__.pop("forward").args[0]
+        if getattr(original, "__func__", None) is not getattr(type(model), "forward", None):
+            model.forward = original  # the model had a forward of its own before: put it back
+    return model

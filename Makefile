@@ -10,9 +10,10 @@ EXT_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.txt pyproject.toml setup.py $(EXT_SOURCES)
+$(STAMP): requirements-dev.txt requirements-nodeps.txt pyproject.toml setup.py $(EXT_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e .
 	touch $(STAMP)
 

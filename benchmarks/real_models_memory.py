@@ -1,9 +1,11 @@
-"""Saved-for-backward memory of the models users train (ultralytics, timm, torchvision), unfused, fused,
-fused with recompute, and with LeakyReLU(0.1, inplace) in every SiLU's place; exact bytes, any device.
+"""Saved-for-backward memory of the models users train (ultralytics, timm, torchvision, pip yolov5, YOLOX,
+EfficientNet-PyTorch, effdet, an smp Unet), unfused, fused, fused with recompute, and with
+LeakyReLU(0.1, inplace) in every Swish's place; exact bytes, any device.
 
-    python benchmarks/real_models_memory.py [--batch 2] [--img-size 256] [--out table.md]
+    python benchmarks/real_models_memory.py [--batch 2] [--img-size 256] [--only NAME ...] [--out table.md]
 
-Needs ultralytics, timm and torchvision (the dev requirements). Models are built from config (no weights).
+Needs the dev requirements (requirements-dev.txt, requirements-nodeps.txt). Models are built from config
+(no weights).
 """
 import argparse
 import copy
@@ -19,31 +21,46 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 import swishkernels as sk  # noqa: E402
-from integrations.models import BUILDERS, build, count_bn_silu_pairs, saved_bytes  # noqa: E402
+from integrations.models import BUILDERS, build, count_bn_silu_pairs  # noqa: E402
+from integrations.more_models import MORE, build_more, more_inputs, swish_types  # noqa: E402
 
 MiB = 2**20
 
 
+def _model_and_inputs(name, x):
+    if name in BUILDERS:
+        return build(name), (x,)
+    size = x.shape[-1]
+    return build_more(name, torch.float32, size=size), more_inputs(name, torch.float32, size=size)
+
+
+def _saved(model, inputs, recompute=False):
+    """tests' saved_bytes for models with several forward arguments (YOLOX's targets)."""
+    torch.manual_seed(0)
+    return sk.saved_for_backward(model, *inputs, recompute=recompute).bytes
+
+
 def measure(name, x):
-    model = build(name)
-    pairs = count_bn_silu_pairs(model, x)
-    unfused = saved_bytes(model, x)
+    model, inputs = _model_and_inputs(name, x)
+    pairs = count_bn_silu_pairs(model, inputs, swish_types())
+    unfused = _saved(model, inputs)
     fused_model = copy.deepcopy(model)
-    report = sk.fuse_bn_swish(fused_model, example_inputs=x)
+    report = sk.fuse_bn_swish(fused_model, example_inputs=inputs)
     recompute_model = copy.deepcopy(model)
-    sk.fuse_bn_swish(recompute_model, recompute=True, example_inputs=x)
+    sk.fuse_bn_swish(recompute_model, recompute=True, example_inputs=inputs)
     leaky_model = copy.deepcopy(model)
-    sk.replace_activations(leaky_model, {nn.SiLU: lambda old: nn.LeakyReLU(0.1, inplace=True)})
-    return dict(model=name, pairs=pairs, fused_pairs=int(report), unfused=unfused / MiB,
-                fused=saved_bytes(fused_model, x) / MiB,
-                recompute=saved_bytes(recompute_model, x, recompute=True) / MiB,
-                leaky=saved_bytes(leaky_model, x) / MiB)
+    sk.replace_activations(leaky_model, {t: lambda old: nn.LeakyReLU(0.1, inplace=True) for t in swish_types()})
+    return dict(model=name, pairs=pairs, fused_pairs=len(report.fused), unfused=unfused / MiB,
+                fused=_saved(fused_model, inputs) / MiB,
+                recompute=_saved(recompute_model, inputs, recompute=True) / MiB,
+                leaky=_saved(leaky_model, inputs) / MiB)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--img-size", type=int, default=256)
+    parser.add_argument("--only", nargs="+", choices=[*BUILDERS, *MORE], help="measure these models only")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     x = torch.rand(args.batch, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(0))
@@ -51,7 +68,7 @@ def main():
              f"(torch {torch.__version__}; benchmarks/real_models_memory.py)", "",
              "| model | BN->SiLU pairs (fused) | unfused | fused | fused + recompute | LeakyReLU(0.1, inplace) |",
              "|---|---:|---:|---:|---:|---:|"]
-    for name in BUILDERS:
+    for name in args.only or [*BUILDERS, *MORE]:
         start = time.time()
         r = measure(name, x)
         lines.append(f"| {name} | {r['pairs']} ({r['fused_pairs']}) | {r['unfused']:.2f} | "

@@ -9,7 +9,8 @@ from ._version import __version__  # noqa: F401  (the public version attribute)
 from .autograd import MishFunction, SwishFunction
 from .backends import available_backends
 from .functional import mish, swish
-from .modules import Mish, Swish, replace_activations
+from .modules import Mish, Swish
+from .replace import replace_activations
 
 __all__ = [
     "swish", "mish", "Swish", "Mish", "SwishFunction", "MishFunction",

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from . import _layout, bn_swish_ops, special_paths
+from . import _layout, bn_swish_ops, fused_pair, special_paths
 
 
 class BatchNormActFunction(torch.autograd.Function):
@@ -58,20 +58,36 @@ _RECOMPUTABLE = WeakTensorKeyDictionary()
 
 
 class _Recompute:
-    __slots__ = ("forward", "x", "scale", "shift")
+    """A recorded output's recipe: the block's input x (and its version, to catch a later in-place change
+    of x), per-channel scale and shift, and the output's version when it was recorded."""
+    __slots__ = ("forward", "x", "x_version", "scale", "shift", "version")
 
-    def __init__(self, forward, x, scale, shift):
+    def __init__(self, forward, x, scale, shift, version):
         self.forward, self.x, self.scale, self.shift = forward, x, scale, shift
+        self.x_version, self.version = x._version, version
+
+
+def record_recomputable(y: torch.Tensor, forward, x: torch.Tensor, scale, shift) -> None:
+    _RECOMPUTABLE[y] = _Recompute(forward, x, scale.detach(), shift.detach(), y._version)
 
 
 def pack_saved_tensor(tensor):
-    """The recompute mode's pack hook: a recipe for BatchNormSwish2d(recompute=True) outputs, else the tensor."""
+    """The recompute mode's pack hook: a recipe for BatchNormSwish2d(recompute=True) outputs, else the tensor.
+    Recomputing must give exactly the tensor being saved: an output modified in place since it was recorded
+    (its version moved: `y += x` in a residual block) is saved as it is. So is a view of one (a different
+    tensor object: never in the table)."""
     recipe = _RECOMPUTABLE.get(tensor)
-    return tensor if recipe is None else recipe
+    if recipe is None or recipe.version != tensor._version:
+        return tensor
+    return recipe
 
 
 def unpack_saved_tensor(packed):
     if isinstance(packed, _Recompute):
+        if packed.x._version != packed.x_version:  # autograd's own in-place check, which the hooks switch off
+            raise RuntimeError(
+                "swishkernels: the input of a BatchNormSwish2d(recompute=True) layer was modified by an "
+                "in-place operation after its forward, so its output cannot be recomputed for backward")
         return packed.forward(packed.x, packed.scale, packed.shift)  # bit-identical: same kernel, same inputs
     return packed
 
@@ -95,6 +111,7 @@ class _FusedBatchNormAct2d(nn.BatchNorm2d):
     and give its PyTorch form for the special paths."""
 
     activation: str
+    fused_pair = None  # fuse_bn_swish sets a FusedPair on the layers it made (fused_pair.py)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device: Optional[Union[torch.device, str]] = None,
@@ -120,6 +137,19 @@ class _FusedBatchNormAct2d(nn.BatchNorm2d):
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pair = self.fused_pair
+        if pair is None:
+            return self._forward_fused(x)
+        if not pair.intact():  # its activation's slot holds something else now (or compiling): plain BatchNorm
+            return self._forward_plain(x)
+        y = self._forward_fused(x)
+        pair.mark(y)
+        return y
+
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.BatchNorm2d.forward(self, x)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         if special_paths.batch_norm_special_path():  # torch.compile, torch.func, forward AD, ONNX, jit.trace
             return self._pytorch_forward(x)  # PyTorch's ops
         self._check_input_dim(x)
@@ -139,9 +169,13 @@ class _FusedBatchNormAct2d(nn.BatchNorm2d):
             x, self.weight, self.bias,
             self.running_mean if update_running else None, self.running_var if update_running else None,
             use_batch_stats, average_factor, self.eps, ops, counter)
-        if self.recompute and y.requires_grad:
-            _RECOMPUTABLE[y] = _Recompute(ops.forward, _layout.dense(x), scale.detach(), shift.detach())
+        if self.recompute and y.requires_grad and not torch.compiler.is_compiling():
+            record_recomputable(y, ops.forward, _layout.dense(x), scale, shift)
         return y
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this first: one line naming the alternatives, not an error deep inside."""
+        raise RuntimeError(fused_pair.SCRIPT_ERROR.format(what=f"a {type(self).__name__} layer"))
 
     def extra_repr(self):
         extra = super().extra_repr()

@@ -8,7 +8,8 @@ use an output twice, and one SiLU instance may be shared by dozens of parents. S
     name under which that parent holds the activation (the reference fusion would replace);
   - every other torch function that reads it (a `+`, a `cat`, a conv, another activation's kernel...);
   - whether it outlives the forward (returned, cached) where no function call would show it.
-Shape and dtype queries are not reads and are not recorded.
+Shape and dtype queries are not reads and are not recorded. The forward runs in training mode, where
+training-only layers between a BatchNorm and its activation (DropBlock, dropout) read the BatchNorm output.
 """
 import contextlib
 import gc
@@ -53,8 +54,6 @@ class Trace:
     module_names: Dict[int, str]                 # id(module) -> qualified name (first one seen)
     calls: Dict[int, int]                        # id(module) -> how many times it ran
     bn_outputs: List[BnOutput]                   # one per BatchNorm2d call, in call order
-    # (id(parent), name) -> number of calls of the activation held there, and how many had a BN input
-    act_reference_calls: Dict[Tuple[int, str], int]
 
 
 class _ReadRecorder(TorchFunctionMode):
@@ -79,10 +78,9 @@ class _Tracer:
         for name, module in model.named_modules(remove_duplicate=False):
             self.names.setdefault(id(module), name or "<model>")
         self.calls: Dict[int, int] = {}
-        self.stack: List[nn.Module] = []
+        self.stack: List[Tuple[nn.Module, bool]] = []  # modules running, and whether each is a BN/activation
         self.live: Dict[int, Tuple[weakref.ref, BnOutput]] = {}  # id(tensor) -> BN output record
         self.bn_outputs: List[BnOutput] = []
-        self.act_reference_calls: Dict[Tuple[int, str], int] = {}
         self.sequential_cursor: Dict[int, int] = {}  # exact nn.Sequential parents: next child index
         self.inside_leaf = 0  # > 0 while a BN or activation module runs: its own reads are not consumers
 
@@ -96,7 +94,7 @@ class _Tracer:
     def record_read(self, tensor, func):
         record = self.tracked(tensor)
         if record is not None:
-            where = self.names.get(id(self.stack[-1]), "?") if self.stack else "<model>"
+            where = self.names.get(id(self.stack[-1][0]), "?") if self.stack else "<model>"
             record.other_reads.append(f"{getattr(func, '__name__', str(func))} in {where}")
 
     # -- module hooks ----------------------------------------------------------------------------------
@@ -115,16 +113,17 @@ class _Tracer:
         return names
 
     def pre_hook(self, module, args):
+        leaf = self.is_bn(module) or self.is_act(module)
+        if self.inside_leaf:  # called by a BatchNorm or activation (a folded activation's original): its own work
+            self.stack.append((module, False))
+            return
         self.calls[id(module)] = self.calls.get(id(module), 0) + 1
-        parent = self.stack[-1] if self.stack else None
+        parent = self.stack[-1][0] if self.stack else None
         if type(module) is nn.Sequential:
             self.sequential_cursor[id(module)] = 0
         names = ()
         if self.is_act(module):
             names = self._caller_names(parent, module)
-            for name in names:
-                key = (id(parent), name)
-                self.act_reference_calls[key] = self.act_reference_calls.get(key, 0) + 1
         for value in tree_flatten(args)[0]:
             record = self.tracked(value) if isinstance(value, torch.Tensor) else None
             if record is None:
@@ -133,14 +132,15 @@ class _Tracer:
                 record.act_calls.append(ActCall(module, parent, names))
             elif self.is_bn(module):  # a leaf: its own reads are not recorded, so record the call itself
                 record.other_reads.append(f"the input of {self.names.get(id(module), '?')}")
-        self.stack.append(module)
-        if self.is_bn(module) or self.is_act(module):
+        self.stack.append((module, leaf))
+        if leaf:
             self.inside_leaf += 1
 
     def post_hook(self, module, args, output):
-        self.stack.pop()
-        if self.is_bn(module) or self.is_act(module):
-            self.inside_leaf -= 1
+        _, leaf = self.stack.pop()
+        if not leaf:
+            return
+        self.inside_leaf -= 1
         if self.is_bn(module) and isinstance(output, torch.Tensor):
             record = BnOutput(module)
             self.bn_outputs.append(record)
@@ -154,24 +154,31 @@ class _Tracer:
         for ref, record in self.live.values():
             if ref() is not None:
                 record.outlived_forward = True
-        return Trace(self.names, self.calls, self.bn_outputs, self.act_reference_calls)
+        return Trace(self.names, self.calls, self.bn_outputs)
 
 
 @contextlib.contextmanager
 def _state_restored(model: nn.Module):
-    """Buffers (running statistics, counters) and RNG state put back after the probing forward."""
+    """The probing forward runs in training mode (layers that act only in training, such as DropBlock or
+    dropout between a BatchNorm and its activation, must be seen); buffers (running statistics, counters),
+    each module's mode and the RNG state are put back afterwards."""
     saved = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
     with torch.random.fork_rng(devices=[]):
         try:
+            model.train()
             yield
         finally:
+            for module, training in modes:
+                module.training = training
             with torch.no_grad():
                 for buffer, value in saved:
                     buffer.copy_(value)
 
 
 def trace_forward(model: nn.Module, example_inputs: tuple, is_bn: Callable, is_act: Callable) -> Trace:
-    """Run model(*example_inputs) once under observation; the model's state is left as it was."""
+    """Run model(*example_inputs) once, in training mode, under observation; the model's state (buffers,
+    modes, RNG) is left as it was. is_bn/is_act must not run modules themselves (hooks are live)."""
     tracer = _Tracer(model, is_bn, is_act)
     pre = nn.modules.module.register_module_forward_pre_hook(tracer.pre_hook)
     post = nn.modules.module.register_module_forward_hook(tracer.post_hook, always_call=True)

@@ -1,5 +1,5 @@
 """nn.Module forms: drop-in replacements for nn.SiLU / the seed's Swish and nn.Mish."""
-from typing import Callable, Dict, Optional, Type, Union
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -44,48 +44,3 @@ class Swish(_Activation):
 class Mish(_Activation):
     """x * tanh(softplus(x)). Saves only its input for backward."""
     activation = "mish"
-
-
-Replacement = Union[Type[nn.Module], Callable[[nn.Module], nn.Module]]
-
-
-def _default_mapping() -> Dict[Type[nn.Module], Replacement]:
-    return {
-        nn.SiLU: lambda old: Swish(inplace=old.inplace),
-        nn.Mish: lambda old: Mish(inplace=old.inplace),
-    }
-
-
-def _build(replacement: Replacement, old: nn.Module) -> nn.Module:
-    if isinstance(replacement, type):
-        return replacement()
-    new = replacement(old)
-    if not isinstance(new, nn.Module):
-        raise TypeError(f"replace_activations: the replacement for {type(old).__name__} returned "
-                        f"{type(new).__name__}, not an nn.Module")
-    return new
-
-
-def replace_activations(model: nn.Module, mapping: Optional[Dict[Type[nn.Module], Replacement]] = None) -> int:
-    """Swap activation modules in place: nn.SiLU -> Swish and nn.Mish -> Mish (keeping `inplace`), plus
-    `mapping` entries {module class: replacement class, or callable(old module) -> new module}. Types
-    match exactly (subclasses are left alone).
-
-    Every reference is replaced, including one instance held by many parents (ultralytics' `Conv` blocks
-    all hold one class-level nn.SiLU): each old instance gets one new instance, so what was shared stays
-    shared. Returns how many references were replaced."""
-    table = _default_mapping()
-    table.update(mapping or {})
-    if type(model) in table:
-        raise ValueError("replace_activations: the model itself is an activation; replace it directly")
-    replacements: Dict[int, nn.Module] = {}
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent._modules.items()):
-            if child is None or type(child) not in table:
-                continue
-            if id(child) not in replacements:
-                replacements[id(child)] = _build(table[type(child)], child)
-            parent._modules[name] = replacements[id(child)]
-            replaced += 1
-    return replaced

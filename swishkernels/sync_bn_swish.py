@@ -152,10 +152,20 @@ class SyncBatchNormSwish2d(BatchNormSwish2d):
         group = self.process_group if self.process_group is not None else dist.group.WORLD
         return group if dist.get_world_size(group) > 1 else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    # A fused pair whose activation slot was replaced (or under torch.compile) is a plain BatchNorm: locally
+    # nn.BatchNorm2d's forward, with a process group nn.SyncBatchNorm's (which refuses CPU tensors).
+    _check_non_zero_input_channels = nn.SyncBatchNorm._check_non_zero_input_channels
+
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sync_group() is None:
+            return super()._forward_plain(x)
+        return nn.SyncBatchNorm.forward(self, x)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        # BatchNormSwish2d.forward calls this (and keeps a fused pair's contract: fused_pair.py)
         group = self.sync_group()
         if group is None:
-            return super().forward(x)
+            return super()._forward_fused(x)
         if special_paths.batch_norm_special_path():
             raise RuntimeError("SyncBatchNormSwish2d: training with a process group under torch.func, forward-mode "
                                "AD, ONNX export or torch.jit.trace is not supported; call "
@@ -169,9 +179,8 @@ class SyncBatchNormSwish2d(BatchNormSwish2d):
         y, scale, shift = SyncBatchNormSwishFunction.apply(
             x, self.weight, self.bias, self.running_mean if tracked else None, self.running_var if tracked else None,
             counter, self.momentum, self.eps, ops, group)
-        if self.recompute and y.requires_grad:
-            bn_swish._RECOMPUTABLE[y] = bn_swish._Recompute(ops.forward, _layout.dense(x), scale.detach(),
-                                                            shift.detach())
+        if self.recompute and y.requires_grad and not torch.compiler.is_compiling():
+            bn_swish.record_recomputable(y, ops.forward, _layout.dense(x), scale, shift)
         return y
 
 

@@ -171,7 +171,7 @@ class Trainer:
             raise OptionError(f"--cfg: {e}") from None
         if opt.weights and self.ckpt is None:  # a resumed run restores its own weights
             self.load_initial_weights(model)
-        if opt.fuse_bn and not fuse_bn_swish(model, recompute=opt.fuse_bn_recompute):
+        if opt.fuse_bn and not fuse_bn_swish(model, recompute=opt.fuse_bn_recompute).fused:
             raise OptionError(f"--fuse-bn: {opt.cfg} with activation {model.activation_name!r} has no BatchNorm2d "
                               "followed by Swish/SiLU; add --activation swish (or silu)")
         if opt.sync_bn:

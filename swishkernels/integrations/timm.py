@@ -2,12 +2,14 @@
 import torch.nn as nn
 from timm.layers.norm_act import BatchNormAct2d
 
+from ..activation_kinds import activation_kind, has_hooks
 from ..bn_swish import BatchNormSwish2d
 
 
 class BatchNormActSwish2d(BatchNormSwish2d, BatchNormAct2d):
     """A timm BatchNormAct2d whose SiLU runs inside our fused kernel. Its `act` and `drop` submodules stay
-    (they have no state), so state_dict keys and unfusing are unchanged; forward is BatchNormSwish2d's."""
+    (they have no state), so state_dict keys and unfusing are unchanged; forward is BatchNormSwish2d's.
+    timm's convert_sync_batchnorm turns it into a SyncBatchNormAct that keeps `act`: still BatchNorm + SiLU."""
 
 
 def norm_act_verdict(module):
@@ -15,13 +17,11 @@ def norm_act_verdict(module):
     (None, reason) when it cannot."""
     if type(module) is not BatchNormAct2d:
         return None
-    from ..fusion import is_swish, _has_hooks  # noqa: PLC0415 (fusion imports this module lazily)
-
-    if not is_swish(module.act):
+    if activation_kind(module.act) != "swish":
         return None, f"applies {type(module.act).__name__}, not a Swish/SiLU"
     if not isinstance(module.drop, nn.Identity):
         return None, f"applies {type(module.drop).__name__} between BatchNorm and Swish"
-    if _has_hooks(module.act) or _has_hooks(module.drop):
+    if has_hooks(module.act) or has_hooks(module.drop):
         return None, "its act/drop submodules have hooks, which would no longer run"
     return BatchNormActSwish2d, None
 

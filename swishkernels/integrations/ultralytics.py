@@ -60,7 +60,7 @@ def apply_swishkernels(yolo, recompute: bool = False, backend=None):
     def fuse_trainer_model(trainer):
         model = _unwrap(trainer.model)
         report = fuse_bn_swish(model, recompute=recompute, backend=backend)
-        LOGGER.info(f"swishkernels: fused {int(report)} BatchNorm2d+SiLU pairs"
+        LOGGER.info(f"swishkernels: fused {len(report.fused)} BatchNorm2d+SiLU pairs"
                     f"{' (recompute)' if recompute else ''}, left {len(report.skipped)} BatchNorms alone")
         if recompute:
             trainer._swishkernels_recompute = recompute_in_forward(model)

@@ -31,10 +31,10 @@ def example_input(dtype=torch.float32, batch=2, height=64, width=32, seed=1):
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def count_bn_silu_pairs(model, x):
+def count_bn_silu_pairs(model, x, act_types=(nn.SiLU,)):
     """BatchNorm -> SiLU pairs seen in one forward, by hooks alone: a BatchNorm2d output that reaches an
-    nn.SiLU call unmodified (same tensor, same version), and timm BatchNormAct2d layers whose own SiLU
-    runs right after their normalisation (no drop layer between)."""
+    `act_types` call unmodified (same tensor, same version), and timm BatchNormAct2d layers whose own SiLU
+    runs right after their normalisation (no drop layer between). x: the input, or a tuple of inputs."""
     outputs = {}  # id(tensor) -> version when the BatchNorm returned it
     pairs = []
     inside_norm_act = []
@@ -61,15 +61,16 @@ def count_bn_silu_pairs(model, x):
     for module in model.modules():
         if type(module) is nn.BatchNorm2d:
             handles.append(module.register_forward_hook(bn_done))
-        elif type(module) is BatchNormAct2d and isinstance(module.drop, nn.Identity):
+        elif type(module) is BatchNormAct2d and isinstance(module.drop, nn.Identity) \
+                and type(module.act) in act_types:
             handles.append(module.register_forward_pre_hook(norm_act_starts))
             handles.append(module.register_forward_hook(norm_act_ends))
-        elif type(module) is nn.SiLU:
+        elif type(module) in act_types:
             handles.append(module.register_forward_pre_hook(silu_called))
     buffers = [(b, b.clone()) for b in model.buffers()]  # a train-mode forward updates running statistics
     try:
         with torch.no_grad():
-            model(x)
+            model(*(x if isinstance(x, tuple) else (x,)))
     finally:
         for handle in handles:
             handle.remove()

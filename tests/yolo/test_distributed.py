@@ -23,7 +23,7 @@ TWO_PROCESSES = DistInfo(rank=0, local_rank=0, world_size=2)
 def test_sync_bn_makes_every_fused_layer_synchronized():
     model = Darknet("yolov3-tiny", num_classes=3, activation="swish")
     keys = list(model.state_dict())
-    assert sk.fuse_bn_swish(model) > 0
+    assert sk.fuse_bn_swish(model).fused
     model = sync_batch_norm(model, TWO_PROCESSES, torch.device("cpu"))
     batch_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert batch_norms and all(type(m) is sk.SyncBatchNormSwish2d for m in batch_norms)

@@ -43,9 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script, sys.path[0] is benchmarks/: also import from the checkout
     sys.path.insert(1, str(ROOT))
 
-import torch  # noqa: E402
-
 import machine  # noqa: E402
+import torch  # noqa: E402
 
 # (step, seconds it is planned to take). Time a step leaves unused flows to the later ones; a step never
 # starts with less than its later steps' plans would need, so the whole stays within --budget.

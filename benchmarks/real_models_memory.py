@@ -19,10 +19,10 @@ sys.path[0:0] = [str(ROOT / "tests"), str(ROOT)]
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-
-import swishkernels as sk  # noqa: E402
 from integrations.models import BUILDERS, build, count_bn_silu_pairs  # noqa: E402
 from integrations.more_models import MORE, build_more, more_inputs, swish_types  # noqa: E402
+
+import swishkernels as sk  # noqa: E402
 
 MiB = 2**20
 

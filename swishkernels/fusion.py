@@ -1,8 +1,9 @@
 """fuse_bn_swish / unfuse_bn_swish: BatchNorm2d -> activation pairs in any model, found by watching it run.
 
 How a pair is found: one probing forward in training mode (fusion_trace.py) shows, for every BatchNorm of a
-type in FUSED_BATCHNORMS (nn.BatchNorm2d, nn.SyncBatchNorm), who reads its output. A pair is fused only when that output goes to exactly one activation module call
-(recognised by behaviour, activation_kinds.py, of a kind with a fused class in FUSED_BATCHNORMS) and
+type in FUSED_BATCHNORMS (nn.BatchNorm2d, nn.SyncBatchNorm), who reads its output. A pair is fused only when
+that output goes to exactly one activation module call (recognised by behaviour, activation_kinds.py, of a kind with a
+fused class in FUSED_BATCHNORMS) and
 nowhere else, the BatchNorm runs once per forward, neither module has hooks, and the call came from a parent
 that holds the activation (the slot to fold). An activation shared by several call sites is fused per call.
 BatchNorm modules that apply the activation themselves (timm's BatchNormAct2d) are recognised by their
@@ -184,8 +185,9 @@ def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[s
     synchronizing over the same process group).
 
     Activations are recognised by behaviour: nn.SiLU, sk.Swish and any parameter-free module computing
-    x*sigmoid(x); nn.Mish, sk.Mish and any computing x*tanh(softplus(x)) (activation_kinds.py). Works on any module structure (nn.Sequential, blocks that call `bn`/`act` by
-    attribute, one activation shared by many parents or called on other tensors too: fused per call) by
+    x*sigmoid(x); nn.Mish, sk.Mish and any computing x*tanh(softplus(x)) (activation_kinds.py). Works on any
+    module structure (nn.Sequential, blocks that call `bn`/`act` by attribute, one activation shared by many parents
+    or called on other tensors too: fused per call) by
     running the model once, in training mode, on `example_inputs` (default: a random 2 x C x 64 x 64 image
     batch, C taken from the first Conv2d; pass your own for other inputs). That forward is under no_grad
     and leaves buffers, modes and RNG state as they were. The model's own Parameter and buffer objects and

@@ -7,9 +7,8 @@ import torch
 import torch.nn as nn
 
 import swishkernels as sk
-from swishkernels.fusion import FoldedSwish
-
 from helpers import randn
+from swishkernels.fusion import FoldedSwish
 
 
 def conv_bn(channels=4):

@@ -10,10 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
+from helpers import randn
 from swishkernels.activation_kinds import activation_kind
 from swishkernels.fusion import FoldedActivation
-
-from helpers import randn
 
 
 class MulSigmoid(nn.Module):  # the seed thread's Swish

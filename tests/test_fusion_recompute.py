@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 
 import swishkernels as sk
-
 from helpers import randn
 
 

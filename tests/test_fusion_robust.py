@@ -14,9 +14,8 @@ import torch._dynamo.testing
 import torch.nn as nn
 
 import swishkernels as sk
-from swishkernels.fusion import FoldedActivation
-
 from helpers import randn
+from swishkernels.fusion import FoldedActivation
 
 
 class Block(nn.Module):

@@ -12,8 +12,16 @@ import torch.nn as nn
 
 import swishkernels as sk
 
-from .models import BUILDERS, SILU_AFTER_BN, ULTRALYTICS, build, count_bn_silu_pairs, example_input, \
-    flat_outputs, saved_bytes
+from .models import (
+    BUILDERS,
+    SILU_AFTER_BN,
+    ULTRALYTICS,
+    build,
+    count_bn_silu_pairs,
+    example_input,
+    flat_outputs,
+    saved_bytes,
+)
 
 # Tolerance of "the same numbers" in float64: the fused kernel and PyTorch sum in different orders, and
 # train-mode BatchNorm at 2x2 pixels (the deepest stage of a 64 px input) amplifies that by up to ~1e3.

@@ -1,13 +1,12 @@
 """fuse_bn_swish / unfuse_bn_swish: BatchNorm2d -> activation pairs in any model, found by watching it run.
 
-How a pair is found: one probing forward in training mode (fusion_trace.py) shows, for every BatchNorm of a
-type in FUSED_BATCHNORMS (nn.BatchNorm2d, nn.SyncBatchNorm), who reads its output. A pair is fused only when
-that output goes to exactly one activation module call (recognised by behaviour, activation_kinds.py, of a kind with a
-fused class in FUSED_BATCHNORMS) and
-nowhere else, the BatchNorm runs once per forward, neither module has hooks, and the call came from a parent
-that holds the activation (the slot to fold). An activation shared by several call sites is fused per call.
-BatchNorm modules that apply the activation themselves (timm's BatchNormAct2d) are recognised by their
-integration module (swishkernels/integrations/), imported only when the model contains that framework's
+How a pair is found: one probing forward in training mode (fusion_trace.py) shows, for every BatchNorm of a type in
+FUSED_BATCHNORMS (nn.BatchNorm2d, nn.SyncBatchNorm), who reads its output. A pair is fused only when that output
+goes to exactly one activation module call (recognised by behaviour, activation_kinds.py, of a kind with a fused
+class in FUSED_BATCHNORMS) and nowhere else, the BatchNorm runs once per forward, neither module has hooks, and the
+call came from a parent that holds the activation (the slot to fold). An activation shared by several call sites is
+fused per call. BatchNorm modules that apply the activation themselves (timm's BatchNormAct2d) are recognised by
+their integration module (swishkernels/integrations/), imported only when the model contains that framework's
 modules.
 
 How a pair is fused: the BatchNorm module object itself becomes the fused module (its class is switched to

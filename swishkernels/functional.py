@@ -39,30 +39,26 @@ def _op_set(x: torch.Tensor, activation: str, backend: Optional[str]) -> ops.OpS
         return op_set
 
 
-def swish(x: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
-    """x * sigmoid(x), saving only x for backward."""
-    op_set = _op_set(x, "swish", backend)
+def _forward(x: torch.Tensor, activation: str, backend: Optional[str]) -> torch.Tensor:
+    op_set = _op_set(x, activation, backend)
     if special_paths.special_path():
-        _layout.check_dtype(x, "swish")
-        return special_paths.activate(x, "swish", backend)
+        _layout.check_dtype(x, activation)
+        return special_paths.activate(x, activation, backend)
     try:
         return op_set.forward(x)
     except RuntimeError:
-        _layout.check_dtype(x, "swish")  # the op's own dtype error, as the TypeError every form raises
+        _layout.check_dtype(x, activation)  # the op's own dtype error, as the TypeError every form raises
         raise
+
+
+def swish(x: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
+    """x * sigmoid(x), saving only x for backward."""
+    return _forward(x, "swish", backend)
 
 
 def mish(x: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
     """x * tanh(softplus(x)), saving only x for backward."""
-    op_set = _op_set(x, "mish", backend)
-    if special_paths.special_path():
-        _layout.check_dtype(x, "mish")
-        return special_paths.activate(x, "mish", backend)
-    try:
-        return op_set.forward(x)
-    except RuntimeError:
-        _layout.check_dtype(x, "mish")  # the op's own dtype error, as the TypeError every form raises
-        raise
+    return _forward(x, "mish", backend)
 
 
 def activate(x: torch.Tensor, activation: str, inplace: bool, backend: Optional[str]) -> torch.Tensor:

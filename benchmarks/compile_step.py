@@ -7,7 +7,7 @@ model, and torch.compile + ours (fused + recompute + sk.memory_policy).
 A step: zero grads, forward, loss (sum of every output), backward. No optimizer (the same for all).
 - Memory alive at the start of backward, exact bytes kept for backward (parameters and buffers left out):
   eager variants by sk.saved_for_backward (saved_tensors_hooks; the policy's kept conv outputs pass through
-  them too); compiled variants read off the autograd graph (tests/helpers.saved_by_graph: the compiled
+  them too); compiled variants read off the autograd graph (sk.tensors_saved_by_graph: the compiled
   node's saved_tensors are what its backward graph takes; hooks around a compiled call would compile a
   second graph). On a GPU also the peak allocated during the step.
 - Step time: the variants take turns in each round (order reversed every other round); reported as the
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[0:0] = [str(ROOT / "tests"), str(ROOT), str(ROOT / "benchmarks")]
+sys.path[0:0] = [str(ROOT), str(ROOT / "benchmarks")]  # run as a script: the checkout and its helpers
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -36,7 +36,6 @@ from machine import (  # noqa: E402
 )
 
 import swishkernels as sk  # noqa: E402
-from helpers import tensors_saved_by_graph  # noqa: E402
 
 MiB = 2**20
 VARIANTS = ("eager SiLU", "fused", "fused + recompute", "LeakyReLU(inplace)", "torch.compile",
@@ -97,7 +96,7 @@ class Variant:
             kept = sk.saved_for_backward(self.model, x, recompute=self.recompute).bytes
             return kept, kept
         out = self.forward(x)
-        tensors = tensors_saved_by_graph(flatten(out), exclude=self.model)
+        tensors = sk.tensors_saved_by_graph(flatten(out), exclude=self.model)
         total = sum(t.untyped_storage().nbytes() for t in tensors)
         batch_sized = sum(t.untyped_storage().nbytes() for t in tensors if t.dim() and t.shape[0] == x.shape[0])
         del out

@@ -14,15 +14,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# tests/ first: its conftest (the saved-bytes counter) is meant, not benchmarks/conftest.py beside this file
-sys.path[0:0] = [str(ROOT / "tests"), str(ROOT)]
+sys.path.insert(0, str(ROOT))  # run as a script: the model builders are the integration tests' (a package)
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-from integrations.models import BUILDERS, build, count_bn_silu_pairs  # noqa: E402
-from integrations.more_models import MORE, build_more, more_inputs, swish_types  # noqa: E402
 
 import swishkernels as sk  # noqa: E402
+from tests.integrations.models import BUILDERS, build, count_bn_silu_pairs  # noqa: E402
+from tests.integrations.more_models import MORE, build_more, more_inputs, swish_types  # noqa: E402
 
 MiB = 2**20
 

@@ -19,10 +19,10 @@ __all__ = [
 
 from .bn_swish import BatchNormMish2d, BatchNormSwish2d, recompute_bn_swish  # noqa: E402
 from .fusion import FusionReport, fuse_bn_swish, recompute_in_forward, unfuse_bn_swish  # noqa: E402
-from .memory import SavedForBackward, saved_for_backward  # noqa: E402
+from .memory import SavedForBackward, saved_for_backward, tensors_saved_by_graph  # noqa: E402
 
 __all__ += ["BatchNormSwish2d", "BatchNormMish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish",
-            "recompute_in_forward", "FusionReport", "saved_for_backward", "SavedForBackward"]
+            "recompute_in_forward", "FusionReport", "saved_for_backward", "SavedForBackward", "tensors_saved_by_graph"]
 
 from .sync_bn_swish import SyncBatchNormSwish2d, convert_sync_bn_swish, revert_sync_bn_swish  # noqa: E402
 

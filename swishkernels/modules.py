@@ -24,7 +24,6 @@ class _Activation(nn.Module):
 
     def __prepare_scriptable__(self):
         """Called by torch.jit.script: fixes the backend the scripted module calls (scripting.py)."""
-        self.activation = type(self).activation  # also for modules pickled before these attributes
         self._script_backend = scripting.script_backend(self.backend)
         return self
 

@@ -44,32 +44,7 @@ def saved_activation_bytes(model, x, recompute=False):
     return sk.saved_for_backward(model, x, recompute=recompute).bytes
 
 
-def tensors_saved_by_graph(outputs, exclude=None):
-    """The tensors (one per storage) the autograd graph behind `outputs` (a tensor or a list of them) keeps for
-    backward, read off the graph itself (no saved_tensors_hooks: around a compiled call those make dynamo
-    compile a second graph, so they would measure that one). A compiled region is one CompiledFunctionBackward
-    node whose `saved_tensors` are exactly what its backward graph takes; eager nodes expose theirs as
-    `_saved_*` attributes. Storages of `exclude`'s parameters and buffers are left out."""
-    skip = set()
-    if exclude is not None:
-        skip = {t.untyped_storage().data_ptr() for t in [*exclude.parameters(), *exclude.buffers()]}
-    outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
-    kept, seen_nodes, stack = {}, set(), [out.grad_fn for out in outputs]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen_nodes:
-            continue
-        seen_nodes.add(node)
-        tensors = list(node.saved_tensors) if hasattr(node, "saved_tensors") else []
-        tensors += [getattr(node, name) for name in dir(node) if name.startswith("_saved_")]
-        for tensor in tensors:
-            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in skip:
-                kept.setdefault(tensor.untyped_storage().data_ptr(), tensor)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return list(kept.values())
-
-
 def saved_by_graph(outputs, exclude=None):
-    """{storage address: bytes} of tensors_saved_by_graph(outputs, exclude)."""
+    """{storage address: bytes} of sk.tensors_saved_by_graph(outputs, exclude)."""
     return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-            for t in tensors_saved_by_graph(outputs, exclude)}
+            for t in sk.tensors_saved_by_graph(outputs, exclude)}

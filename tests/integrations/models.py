@@ -7,6 +7,8 @@ import torchvision
 from timm.layers.norm_act import BatchNormAct2d
 from ultralytics.nn.tasks import DetectionModel
 
+import swishkernels as sk
+
 BUILDERS = {
     "yolov8n": lambda: DetectionModel("yolov8n.yaml", verbose=False),
     "yolo11n": lambda: DetectionModel("yolo11n.yaml", verbose=False),
@@ -85,6 +87,7 @@ def flat_outputs(output):
 
 
 def saved_bytes(model, x, recompute=False):
-    from helpers import saved_activation_bytes
-
-    return saved_activation_bytes(model, x, recompute)
+    """Bytes autograd keeps in one forward (sk.saved_for_backward), with the RNG seeded so dropout draws the
+    same masks for every model compared."""
+    torch.manual_seed(0)
+    return sk.saved_for_backward(model, x, recompute=recompute).bytes

@@ -13,9 +13,11 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 PROG = "python -m yolo.detect"
 
@@ -130,8 +132,11 @@ def output_stems(files: "list[Path]") -> "dict[Path, Path]":
     return stems
 
 
-def detect(model, sources, save_dir, img_size, names=None, conf_thres=0.25, iou_thres=0.45, max_det=300,
-           classes=None, save_format="txt", device="cpu", verbose=False, cache_dir=None):
+def detect(model: nn.Module, sources: Union[str, Path, Sequence[Union[str, Path]]], save_dir: Union[str, Path],
+           img_size: int, names: Optional[Sequence[str]] = None, conf_thres: float = 0.25, iou_thres: float = 0.45,
+           max_det: int = 300, classes: Optional[Sequence[int]] = None, save_format: str = "txt",
+           device: Union[str, torch.device] = "cpu", verbose: bool = False,
+           cache_dir: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """Detect in every image of `sources` (see find_images); returns {image path: (n, 6) detections}."""
     from yolo.data.checks import load_image
 
@@ -162,7 +167,7 @@ def detect(model, sources, save_dir, img_size, names=None, conf_thres=0.25, iou_
     return out
 
 
-def run(args):
+def run(args: argparse.Namespace) -> Path:
     from yolo.darknet_weights import WeightsError
     from yolo.utils.run_dir import claim_run_dir
     from yolo.utils.torch_utils import DeviceError, select_device
@@ -195,7 +200,7 @@ def run(args):
     return save_dir
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     """Exit status: 0 done (every image has its own results), 2 bad options, input or file system (one line
     naming the value or file: a read-only --project, a full disk), 130 interrupted."""
     from yolo.data import DataError

@@ -6,7 +6,7 @@ One home for the experiment's memory column (`yolo.experiment`) and the Darknet 
 benchmarks/memory.py. The count is exact, device-independent and fp32; it is affine in the batch (feature
 maps per image plus per-layer BatchNorm statistics), so two forwards at batch 1 and 2 give any batch.
 """
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
@@ -15,7 +15,8 @@ import swishkernels as sk
 
 
 def build_darknet(cfg: str, num_classes: int = 80, activation: Optional[str] = None, fuse_bn: bool = False,
-                  fuse_bn_recompute: bool = False, backend: Optional[str] = None, device="cpu") -> nn.Module:
+                  fuse_bn_recompute: bool = False, backend: Optional[str] = None,
+                  device: Union[str, torch.device] = "cpu") -> nn.Module:
     """The Darknet the trainer would build with these options (train mode): `activation` replaces the cfg's,
     `fuse_bn` / `fuse_bn_recompute` fuse BatchNorm+Swish as --fuse-bn does, `backend` pins our kernels'
     backend (cpu, triton, ...). ValueError when fusing finds no BatchNorm2d followed by Swish/SiLU."""
@@ -41,7 +42,7 @@ def saved_by_model(model: nn.Module, x: torch.Tensor) -> sk.SavedForBackward:
 
 def darknet_saved(cfg: str, img_size: int, batch: int, num_classes: int = 80, activation: Optional[str] = None,
                   fuse_bn: bool = False, fuse_bn_recompute: bool = False, backend: Optional[str] = None,
-                  device="cpu") -> sk.SavedForBackward:
+                  device: Union[str, torch.device] = "cpu") -> sk.SavedForBackward:
     """Saved bytes of one training forward of the model build_darknet() makes, at any `batch`, from forwards
     at batch 1 and 2 (the bytes are affine in the batch), so a large batch is never run."""
     torch.manual_seed(0)

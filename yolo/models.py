@@ -11,7 +11,8 @@
 import copy
 import math
 from collections import Counter
-from typing import Optional
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -105,7 +106,7 @@ class Darknet(nn.Module):
     activation_name, cfg_path.
     """
 
-    def __init__(self, cfg, num_classes: Optional[int] = None, activation: Optional[str] = None,
+    def __init__(self, cfg: Union[str, Path], num_classes: Optional[int] = None, activation: Optional[str] = None,
                  scale_xy: Optional[float] = None, head_bias: Optional[float] = None):
         super().__init__()
         if activation is not None and activation not in ACTIVATIONS:
@@ -127,7 +128,8 @@ class Darknet(nn.Module):
         self.num_classes = self.yolo_layers[0].nc
         _init_head_biases(self.module_list, head_bias)
 
-    def forward(self, x, return_raw=False):
+    def forward(self, x: torch.Tensor, return_raw: bool = False
+                ) -> Union[torch.Tensor, List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """train(): list of raw heads. eval(): decoded (B, N, 5 + nc) tensor, plus the raw heads as a
         second value when `return_raw` (to compute a validation loss from the same forward pass)."""
         outputs, heads = [], []

@@ -10,11 +10,13 @@ results.csv, results.png, opt.yaml, hyp.yaml, weights/{last,best}.pt and picture
 Programmatic use (one call per experiment): `yolo.train.run(cfg="yolov3-tiny", activation="swish",
 epochs=3, verbose=False)` returns a dict of final metrics, time per epoch, peak memory and the run folder.
 """
+import argparse
 import math
 import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 import yaml
@@ -40,12 +42,13 @@ PLOT_CONF = 0.25  # confidence threshold for the predictions drawn on val images
 ADAM_LR0 = 0.004  # Adam's initial lr when the --hyp file does not set lr0 (tuned on shapes: 1e-3..4e-3)
 
 
-def run(callbacks=None, **options):
+def run(callbacks: Optional[Dict[str, Callable]] = None, **options: Any) -> Dict[str, Any]:
     """Train with `options` (the CLI's long names with underscores, e.g. batch_size=16); see train()."""
     return train(options, callbacks=callbacks)
 
 
-def train(opt=None, callbacks=None, **options):
+def train(opt: Union[None, dict, argparse.Namespace] = None, callbacks: Optional[Dict[str, Callable]] = None,
+          **options: Any) -> Dict[str, Any]:
     """Train and return a dict: final val metrics, best fitness, run folder, checkpoints, per-epoch times and
     peak memory. `opt` is a dict or argparse.Namespace of options; keyword options are merged on top.
 
@@ -502,7 +505,7 @@ class Trainer:
             fn(**kwargs)
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry. Exit status: 0 done, 1 training diverged (one line; nothing non-finite is saved), 2 bad
     options, bad input data or a file-system error such as a full disk or a read-only folder (one line naming
     the value or file), 130 interrupted (last.pt kept, resume command printed)."""

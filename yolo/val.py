@@ -8,6 +8,7 @@ Weights: a trainer checkpoint (last.pt, best.pt), or with --cfg a bare state_dic
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
 
 PROG = "python -m yolo.val"
 CONF_THRES, IOU_THRES, MAX_DET = 0.001, 0.6, 300  # what the trainer evaluates with
@@ -51,7 +52,7 @@ def check_options(args):
         raise ValError(f"--img-size {args.img_size} is not a multiple of 32")
 
 
-def validate(weights, data=None, **options):
+def validate(weights: Union[str, Path], data: Optional[str] = None, **options: Any) -> Dict[str, Any]:
     """Score `weights`; options as the CLI's long names with underscores. Returns the metrics dict of
     yolo.evaluate.evaluate plus names, counts per class (images, instances) and the resolved options."""
     args = build_parser().parse_args(["--weights", str(weights)])
@@ -63,7 +64,7 @@ def validate(weights, data=None, **options):
     return run(args)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> Dict[str, Any]:
     from yolo.darknet_weights import WeightsError
     from yolo.data import DataError, create_dataloader, load_data_config
     from yolo.evaluate import evaluate
@@ -152,7 +153,7 @@ def format_report(metrics, category_ids):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     """Exit status: 0 done, 2 bad options, input or file system (one line naming the value or file),
     130 interrupted."""
     from yolo.data import DataError

@@ -9,8 +9,10 @@ Converting: `python -m yolo.weights export --weights last.pt --out model.weights
 """
 import sys
 from pathlib import Path
+from typing import List, Optional, Union
 
 import torch
+import torch.nn as nn
 
 from yolo.darknet_weights import (
     WeightsError,
@@ -104,7 +106,8 @@ def file_num_classes(model, path, cutoff=None):
     return infer_num_classes(model, len(read_weights_file(path)[2]), cutoff)
 
 
-def build_model(weights, cfg=None, num_classes=None, activation=None, device="cpu"):
+def build_model(weights: Union[str, Path], cfg: Optional[str] = None, num_classes: Optional[int] = None,
+                activation: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> nn.Module:
     """A Darknet in eval mode from any weights file -> (model, info {cfg, nc, names, opt, hyp}).
 
     Trainer checkpoints carry their cfg and classes. A bare state_dict needs `cfg` (classes from its head
@@ -149,7 +152,7 @@ def build_model(weights, cfg=None, num_classes=None, activation=None, device="cp
 PROG = "python -m yolo.weights"
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     """Exit status 0 done, 2 bad input or a file that cannot be read or written (one line naming the file)."""
     from yolo.train_args import OneLineParser
     from yolo.utils.errors import report

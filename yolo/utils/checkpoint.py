@@ -6,8 +6,10 @@ import glob
 import os
 import re
 from pathlib import Path
+from typing import Union
 
 import torch
+import torch.nn as nn
 
 # Keys without which a checkpoint cannot continue a run (best.pt keeps only the EMA weights for inference).
 RESUME_KEYS = ("epoch", "model", "optimizer", "ema", "opt", "results")
@@ -114,7 +116,7 @@ def latest_checkpoint(search_dir="runs/train", name="last.pt"):
     return Path(max(found, key=os.path.getmtime)) if found else None
 
 
-def load_model(path, device="cpu", use_ema=True):
+def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu", use_ema: bool = True) -> nn.Module:
     """A Darknet in eval mode from a trainer checkpoint (the EMA weights unless use_ema=False)."""
     from yolo.models import Darknet
 

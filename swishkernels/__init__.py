@@ -24,9 +24,14 @@ from .memory import SavedForBackward, saved_for_backward, tensors_saved_by_graph
 __all__ += ["BatchNormSwish2d", "BatchNormMish2d", "fuse_bn_swish", "unfuse_bn_swish", "recompute_bn_swish",
             "recompute_in_forward", "FusionReport", "saved_for_backward", "SavedForBackward", "tensors_saved_by_graph"]
 
-from .sync_bn_swish import SyncBatchNormSwish2d, convert_sync_bn_swish, revert_sync_bn_swish  # noqa: E402
+from .sync_bn_swish import (  # noqa: E402
+    SyncBatchNormMish2d,
+    SyncBatchNormSwish2d,
+    convert_sync_bn_swish,
+    revert_sync_bn_swish,
+)
 
-__all__ += ["SyncBatchNormSwish2d", "convert_sync_bn_swish", "revert_sync_bn_swish"]
+__all__ += ["SyncBatchNormSwish2d", "SyncBatchNormMish2d", "convert_sync_bn_swish", "revert_sync_bn_swish"]
 
 from .memory_policy import keep_conv_outputs, memory_policy, remove_memory_policy  # noqa: E402
 

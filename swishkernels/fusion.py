@@ -29,13 +29,13 @@ from . import bn_swish, fusion_trace, sync_bn_swish
 from .activation_kinds import ActivationKinds, has_hooks
 from .bn_swish import BatchNormMish2d, BatchNormSwish2d
 from .fused_pair import FoldedActivation, FusedPair, folded_in, new_token
-from .sync_bn_swish import SyncBatchNormSwish2d
+from .sync_bn_swish import SyncBatchNormMish2d, SyncBatchNormSwish2d
 
 # BatchNorm class (exact type) -> {activation kind: the fused class it becomes, which applies that activation
 # (a subclass with no state of its own)}.
 FUSED_BATCHNORMS = {
     nn.BatchNorm2d: {"swish": BatchNormSwish2d, "mish": BatchNormMish2d},
-    nn.SyncBatchNorm: {"swish": SyncBatchNormSwish2d},
+    nn.SyncBatchNorm: {"swish": SyncBatchNormSwish2d, "mish": SyncBatchNormMish2d},
 }
 # Frameworks with an integration module: the top-level package of a module class -> our module.
 INTEGRATIONS = {"timm": "swishkernels.integrations.timm", "ultralytics": "swishkernels.integrations.ultralytics"}
@@ -180,8 +180,8 @@ def _fold(call: fusion_trace.ActCall, kind: str, token: int, bn_name: str) -> No
 def fuse_bn_swish(model: nn.Module, recompute: bool = False, backend: Optional[str] = None, *,
                   example_inputs: Optional[Any] = None, verbose: bool = False) -> FusionReport:
     """Fuse every BatchNorm2d -> Swish pair of `model` into BatchNormSwish2d and every BatchNorm2d -> Mish pair
-    into BatchNormMish2d, in place (nn.SyncBatchNorm -> Swish pairs into SyncBatchNormSwish2d, which keeps
-    synchronizing over the same process group).
+    into BatchNormMish2d, in place (nn.SyncBatchNorm -> Swish/Mish pairs into SyncBatchNormSwish2d /
+    SyncBatchNormMish2d, which keep synchronizing over the same process group).
 
     Activations are recognised by behaviour: nn.SiLU, sk.Swish and any parameter-free module computing
     x*sigmoid(x); nn.Mish, sk.Mish and any computing x*tanh(softplus(x)) (activation_kinds.py). Works on any

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import _layout, bn_swish, bn_swish_ops, special_paths
-from .bn_swish import BatchNormSwish2d
+from .bn_swish import BatchNormMish2d, BatchNormSwish2d, _FusedBatchNormAct2d
 from .bn_swish_ops import _acc_dtype, _first_sample, _scale_shift
 
 
@@ -129,10 +129,9 @@ class SyncBatchNormSwishFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None, None
 
 
-class SyncBatchNormSwish2d(BatchNormSwish2d):
-    """Drop-in for nn.SyncBatchNorm followed by Swish/SiLU: nn.SyncBatchNorm's constructor (process_group
-    included), BatchNormSwish2d's saved tensors, state_dict keys, `backend` and `recompute`. Accepts what
-    nn.SyncBatchNorm accepts: inputs of 2 or more dimensions, channels in dim 1."""
+class _Synchronized:
+    """What a fused BatchNorm+activation class gains when synchronized (mixed in before it): nn.SyncBatchNorm's
+    constructor (process_group included) and statistics over the group in training."""
 
     def __init__(self, num_features, eps=1e-5, momentum: Optional[float] = 0.1, affine=True,
                  track_running_stats=True, process_group=None, device=None, dtype=None, *,
@@ -167,21 +166,36 @@ class SyncBatchNormSwish2d(BatchNormSwish2d):
         if group is None:
             return super()._forward_fused(x)
         if special_paths.batch_norm_special_path():
-            raise RuntimeError("SyncBatchNormSwish2d: training with a process group under torch.func, forward-mode "
+            raise RuntimeError(f"{type(self).__name__}: training with a process group under torch.func, forward-mode "
                                "AD, ONNX export or torch.jit.trace is not supported; call "
                                "sk.revert_sync_bn_swish(model) first, or use eval mode")
         self._check_input_dim(x)
-        _layout.check_dtype(x, "SyncBatchNormSwish2d")
+        _layout.check_dtype(x, type(self).__name__)
         # Training only (eval never synchronizes): the running statistics' bookkeeping of BatchNormSwish2d.
         counter = self.num_batches_tracked if self.track_running_stats else None
         tracked = self.track_running_stats
-        ops = bn_swish_ops.resolve(self.backend, x.device)
+        ops = bn_swish_ops.resolve(self.backend, x.device, self.activation)
         y, scale, shift = SyncBatchNormSwishFunction.apply(
             x, self.weight, self.bias, self.running_mean if tracked else None, self.running_var if tracked else None,
             counter, self.momentum, self.eps, ops, group)
         if self.recompute and y.requires_grad and not torch.compiler.is_compiling():
             bn_swish.record_recomputable(y, ops.forward, _layout.dense(x), scale, shift)
         return y
+
+
+class SyncBatchNormSwish2d(_Synchronized, BatchNormSwish2d):
+    """Drop-in for nn.SyncBatchNorm followed by Swish/SiLU: nn.SyncBatchNorm's constructor (process_group
+    included), BatchNormSwish2d's saved tensors, state_dict keys, `backend` and `recompute`. Accepts what
+    nn.SyncBatchNorm accepts: inputs of 2 or more dimensions, channels in dim 1."""
+
+
+class SyncBatchNormMish2d(_Synchronized, BatchNormMish2d):
+    """Drop-in for nn.SyncBatchNorm followed by Mish: as SyncBatchNormSwish2d, with BatchNormMish2d's math."""
+
+
+# The synchronized class for each fused activation, and the fused class to go back to.
+SYNCHRONIZED = {"swish": SyncBatchNormSwish2d, "mish": SyncBatchNormMish2d}
+UNSYNCHRONIZED = {SyncBatchNormSwish2d: BatchNormSwish2d, SyncBatchNormMish2d: BatchNormMish2d}
 
 
 # ---- converting a model ------------------------------------------------------------------------------------
@@ -206,12 +220,13 @@ def convert_sync_bn_swish(module: nn.Module, process_group: Optional[Any] = None
     Parameters and buffers, as PyTorch's and timm's converters do (PyTorch runs those on GPUs only). Other
     BatchNorm subclasses are an error: their own forward would be lost. Returns the module (a new one only
     when `module` itself is an unfused BatchNorm). Convert before wrapping the model in DDP."""
-    if isinstance(module, BatchNormSwish2d) and not isinstance(module, SyncBatchNormSwish2d):
-        if type(module).forward is not BatchNormSwish2d.forward:
+    if isinstance(module, _FusedBatchNormAct2d) and not isinstance(module, _Synchronized):
+        synced_class = SYNCHRONIZED.get(module.activation)
+        if synced_class is None or type(module).forward is not _FusedBatchNormAct2d.forward:
             raise ValueError(f"convert_sync_bn_swish: {type(module).__name__} has its own forward, which "
                              "synchronizing would replace")
         module._sk_unsynced_class = type(module)
-        module.__class__ = SyncBatchNormSwish2d
+        module.__class__ = synced_class
         module.process_group = process_group
         return module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm):
@@ -238,8 +253,8 @@ def revert_sync_bn_swish(module: nn.Module) -> nn.Module:
     convert_sync_bn_swish replaced are put back (the original objects, holding the current Parameters and
     buffers). Other nn.SyncBatchNorm layers are left alone (in eval mode and without a process group they
     compute locally). Returns the module (a different one only when `module` itself was replaced)."""
-    if isinstance(module, SyncBatchNormSwish2d):
-        module.__class__ = module.__dict__.pop("_sk_unsynced_class", BatchNormSwish2d)
+    if isinstance(module, _Synchronized):
+        module.__class__ = module.__dict__.pop("_sk_unsynced_class", UNSYNCHRONIZED[type(module)])
         del module.process_group
         if module.__dict__.get("_sk_unfused_class") is nn.SyncBatchNorm:
             module._sk_unfused_class = nn.BatchNorm2d

@@ -146,6 +146,30 @@ def test_convert_and_revert_keep_parameters_buffers_and_keys():
     assert [type(m) for m in model[:3]] == [nn.Conv2d, nn.BatchNorm2d, nn.SiLU]
 
 
+def test_mish_pairs_convert_fuse_and_revert(gen):
+    """BatchNorm -> Mish: fused into BatchNormMish2d, synchronized into SyncBatchNormMish2d (and back), and an
+    nn.SyncBatchNorm -> Mish pair fused straight into SyncBatchNormMish2d."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Mish(),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.SiLU()).double()
+    x = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64)
+    expected = model(x)
+    assert len(sk.fuse_bn_swish(model, example_inputs=(x,)).fused) == 2
+    sk.convert_sync_bn_swish(model)
+    assert [type(model[1]), type(model[4])] == [sk.SyncBatchNormMish2d, sk.SyncBatchNormSwish2d]
+    torch.testing.assert_close(model(x), expected)  # no process group: the fused layers' own math
+    sk.revert_sync_bn_swish(model)
+    assert [type(model[1]), type(model[4])] == [sk.BatchNormMish2d, sk.BatchNormSwish2d]
+    assert sk.unfuse_bn_swish(model) == 2
+
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    with sk.sync_bn_swish.local_statistics(synced):
+        expected = synced(x)
+    assert len(sk.fuse_bn_swish(synced, example_inputs=(x,)).fused) == 2
+    assert [type(synced[1]), type(synced[4])] == [sk.SyncBatchNormMish2d, sk.SyncBatchNormSwish2d]
+    torch.testing.assert_close(synced(x), expected)
+
+
 def test_convert_and_revert_a_timm_model_with_unfused_norm_act_layers(gen):
     """tinynet_e (a small EfficientNet): 21 BatchNormAct2d with SiLU (fused) and 10 without an activation, which
     timm's own converter makes SyncBatchNormAct; reverting gives back timm's layers, the math unchanged."""
@@ -251,17 +275,21 @@ def _slices(world, rank, sizes=None):
     return sum(sizes), slice(start, start + sizes[rank])
 
 
-def check_layer(world, rank, backend, options, counter, seed, sizes=None):
+ACTIVATIONS = {"swish": (sk.SyncBatchNormSwish2d, F.silu), "mish": (sk.SyncBatchNormMish2d, F.mish)}
+
+
+def check_layer(world, rank, backend, options, counter, seed, sizes=None, activation="swish"):
     total, mine = _slices(world, rank, sizes)
+    layer_class, act = ACTIVATIONS[activation]
     reference = reference_bn(5, options, seed)
-    layer = sk.SyncBatchNormSwish2d(5, **options, backend=backend).double()
+    layer = layer_class(5, **options, backend=backend).double()
     layer.load_state_dict(reference.state_dict())
     gen = torch.Generator().manual_seed(seed)  # the same global batch in every process
     for _ in range(2):  # two steps: running statistics accumulate (momentum=None: a cumulative average)
         x = torch.randn(total, 5, 3, 4, generator=gen, dtype=torch.float64) * 2 + 1
         dy = torch.randn(total, 5, 3, 4, generator=gen, dtype=torch.float64)
         x_ref = x.clone().requires_grad_()
-        y_ref = F.silu(reference(x_ref))
+        y_ref = act(reference(x_ref))
         y_ref.backward(dy)
         x_mine = x[mine].clone().requires_grad_()
         counter.take()
@@ -283,7 +311,7 @@ def check_layer(world, rank, backend, options, counter, seed, sizes=None):
     y = layer(x[mine])
     assert counter.take() == [], "eval mode issues no collective"
     # nn.SyncBatchNorm in eval mode: running statistics, or (without them) the local batch's, never synchronized
-    torch.testing.assert_close(y, F.silu(reference(x[mine])))
+    torch.testing.assert_close(y, act(reference(x[mine])))
 
 
 def check_saved_tensors(world, rank, counter):
@@ -385,6 +413,7 @@ def worker(rank, world, port):
         for options in OPTIONS:  # every option on the C++ backend, the defaults on the reference one
             check_layer(world, rank, "cpu", options, counter, seed=0)
         check_layer(world, rank, "reference", {}, counter, seed=1)
+        check_layer(world, rank, "cpu", {}, counter, seed=3, activation="mish")
         check_layer(world, rank, "cpu", {}, counter, seed=2, sizes=[0] + BATCH_PER_RANK[world][1:])  # an empty batch
         check_saved_tensors(world, rank, counter)
         check_ddp_training(world, rank, counter)

@@ -68,18 +68,20 @@ def wrap_ddp(model, info, device):
 
 
 def sync_batch_norm(model, info, device):
-    """--sync-bn: BatchNorm statistics over the batches of all processes. Fused BatchNorm+Swish layers become
-    swishkernels.SyncBatchNormSwish2d (gloo on CPU, NCCL on GPUs), other BatchNorms nn.SyncBatchNorm, which
-    PyTorch runs on GPUs only: on a CPU they are a ValueError. One process: the model as it is."""
+    """--sync-bn: BatchNorm statistics over the batches of all processes. Fused BatchNorm+Swish (and +Mish)
+    layers become swishkernels.SyncBatchNormSwish2d (SyncBatchNormMish2d; gloo on CPU, NCCL on GPUs), other
+    BatchNorms nn.SyncBatchNorm, which PyTorch runs on GPUs only: on a CPU they are a ValueError. One process:
+    the model as it is."""
     import torch.nn as nn
 
-    from swishkernels import BatchNormSwish2d, convert_sync_bn_swish
+    from swishkernels import BatchNormMish2d, BatchNormSwish2d, convert_sync_bn_swish
 
     if not info.enabled:
         return model
     if device.type != "cuda":
         plain = [name for name, m in model.named_modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, BatchNormSwish2d)]
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 and not isinstance(m, (BatchNormSwish2d, BatchNormMish2d))]
         if plain:
             raise ValueError(f"{len(plain)} BatchNorm layers (first: {plain[0]}) are not fused with a Swish and "
                              "PyTorch's SyncBatchNorm runs only on GPUs; on a CPU add --activation swish --fuse-bn")

@@ -48,3 +48,19 @@ def saved_by_graph(outputs, exclude=None):
     """{storage address: bytes} of sk.tensors_saved_by_graph(outputs, exclude)."""
     return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
             for t in sk.tensors_saved_by_graph(outputs, exclude)}
+
+
+def check_same_step(model, fused, x):
+    """One step of `fused` equals one of `model` (e.g. the unfused original): outputs, input and parameter gradients
+    (a backward through fixed, non-uniform weights) and buffers (running statistics)."""
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = model(xa), fused(xb)
+    torch.testing.assert_close(yb, ya)
+    weights = torch.linspace(-1, 1, ya.numel(), dtype=ya.dtype).view_as(ya)
+    (ya * weights).sum().backward()
+    (yb * weights).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad)
+    for (name, p), q in zip(model.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+    for a, b in zip(model.buffers(), fused.buffers()):
+        torch.testing.assert_close(b, a)

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import swishkernels as sk
-from helpers import randn
+from helpers import check_same_step, randn
 from swishkernels.activation_kinds import activation_kind
 from swishkernels.fusion import FoldedActivation
 
@@ -100,17 +100,6 @@ def conv_bn_act(act, channels=4):
     return nn.Sequential(nn.Conv2d(3, channels, 1), nn.BatchNorm2d(channels), act, nn.Conv2d(channels, 2, 1)).double()
 
 
-def same_step(model, fused, x):
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = model(xa), fused(xb)
-    torch.testing.assert_close(yb, ya)
-    ya.square().sum().backward()
-    yb.square().sum().backward()
-    torch.testing.assert_close(xb.grad, xa.grad)
-    for p, q in zip(model.parameters(), fused.parameters()):
-        torch.testing.assert_close(q.grad, p.grad)
-
-
 @pytest.mark.parametrize("act_class", SWISHES, ids=lambda c: c.__name__)
 def test_swish_under_any_class_name_is_fused_and_named(act_class, gen):
     model = conv_bn_act(act_class())
@@ -119,7 +108,7 @@ def test_swish_under_any_class_name_is_fused_and_named(act_class, gen):
     assert report.fused == ("1",), str(report)
     assert (f"{act_class.__module__}.{act_class.__qualname__}", "swish") in report.recognised
     assert act_class.__name__ in str(report)
-    same_step(model, fused, randn(2, 3, 5, 5, dtype=torch.float64, gen=gen))
+    check_same_step(model, fused, randn(2, 3, 5, 5, dtype=torch.float64, gen=gen))
     plain = copy.deepcopy(model)
     assert sk.replace_activations(plain) == 1 and type(plain[2]) is sk.Swish
 
@@ -176,9 +165,9 @@ def test_one_activation_shared_by_several_calls_is_fused_per_call(swish, gen):
     assert report.fused == ("0._bn0", "0._bn1", "1._bn0", "1._bn1"), str(report)
     assert fused[0]._swish is not fused[1]._swish and isinstance(fused[0]._swish, FoldedActivation)
     x = randn(2, 4, 6, 6, dtype=torch.float64, gen=gen)
-    same_step(model, fused, x)
+    check_same_step(model, fused, x)
     with sk.recompute_bn_swish():
-        same_step(model, fused, x)
+        check_same_step(model, fused, x)
     assert sk.unfuse_bn_swish(fused) == 4 and fused[0]._swish is fused[1]._swish  # shared again
 
 
@@ -215,9 +204,9 @@ def test_mish_pairs_are_fused_into_batchnorm_mish(mish, gen):
     assert report.fused == ("1", "4") and isinstance(fused[1], sk.BatchNormMish2d), str(report)
     assert isinstance(fused[2], FoldedActivation) and fused[2].kind == "mish"
     x = randn(2, 3, 6, 6, dtype=torch.float64, gen=gen)
-    same_step(model, fused, x)
+    check_same_step(model, fused, x)
     with sk.recompute_bn_swish():
-        same_step(model, fused, x)
+        check_same_step(model, fused, x)
     leaky = copy.deepcopy(model)
     leaky[2] = leaky[5] = nn.LeakyReLU(0.1, inplace=True)
     assert sk.saved_for_backward(fused, x).bytes <= sk.saved_for_backward(leaky, x).bytes

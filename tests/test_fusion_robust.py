@@ -14,7 +14,7 @@ import torch._dynamo.testing
 import torch.nn as nn
 
 import swishkernels as sk
-from helpers import randn
+from helpers import check_same_step, randn
 from swishkernels.fusion import FoldedActivation
 
 
@@ -56,33 +56,18 @@ def fused_names(model, **kwargs):
     return sk.fuse_bn_swish(model, example_inputs=torch.rand(2, 3, 6, 6, dtype=torch.float64), **kwargs).fused
 
 
-def assert_same_step(model, fused, x):
-    """Outputs, input and parameter gradients and buffers of one forward + backward are equal."""
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = model(xa), fused(xb)
-    torch.testing.assert_close(yb, ya)
-    weights = torch.linspace(-1, 1, ya.numel(), dtype=ya.dtype).view_as(ya)
-    (ya * weights).sum().backward()
-    (yb * weights).sum().backward()
-    torch.testing.assert_close(xb.grad, xa.grad)
-    for (name, p), q in zip(model.named_parameters(), fused.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, msg=name)
-    for a, b in zip(model.buffers(), fused.buffers()):
-        torch.testing.assert_close(b, a)
-
-
 def test_batchnorm_swapped_out_keeps_the_activation(gen):
     model = make_model(gen)
     fused = fused_copy(model)
     fused[1].bn = copy.deepcopy(model[1].bn)  # a plain BatchNorm back in the BatchNorm's place
-    assert_same_step(model, fused, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
+    check_same_step(model, fused, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
 
 
 def test_activation_swapped_out_leaves_a_plain_batchnorm(gen):
     model = make_model(gen)
     fused = fused_copy(model)
     model[2].act, fused[2].act = nn.ReLU(), nn.ReLU()
-    assert_same_step(model, fused, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
+    check_same_step(model, fused, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
     sk.replace_activations(fused)  # leaves the pass-throughs alone: nothing to change in the math
     assert isinstance(fused[1].act, FoldedActivation)
 
@@ -132,7 +117,7 @@ def test_converted_to_sync_batchnorm_then_fused_again(gen):
     folded = fused[1].act
     assert fused_names(fused) == ("1.bn", "2.bn")
     assert isinstance(fused[1].bn, sk.SyncBatchNormSwish2d) and fused[1].act is folded
-    assert_same_step(model, fused, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
+    check_same_step(model, fused, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
 
 
 def test_quantization_fuse_modules_names_the_fused_layer(gen):
@@ -154,7 +139,7 @@ def test_pickled_model_loads_back_fused_and_exact(gen):
     loaded = torch.load(buffer, weights_only=False)
     assert isinstance(loaded[1].bn, sk.BatchNormSwish2d) and isinstance(loaded[1].act, FoldedActivation)
     assert loaded[1].bn.fused_pair.parent is loaded[1]  # the copy's pair points into the copy
-    assert_same_step(model, loaded, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
+    check_same_step(model, loaded, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
     assert sk.unfuse_bn_swish(loaded) == 2 and type(loaded[1].act) is nn.SiLU
 
 
@@ -211,11 +196,11 @@ def test_compile_fullgraph_with_recompute_matches_eager(gen):
     compiled = torch.compile(fused, fullgraph=True, backend=counter)
     x = randn(2, 3, 6, 6, dtype=torch.float64, gen=gen)
     with sk.recompute_bn_swish():
-        assert_same_step(model, compiled, x)
+        check_same_step(model, compiled, x)
     model.zero_grad()
     fused.zero_grad()
     handles = sk.recompute_in_forward(fused)
-    assert_same_step(model, compiled, x)
+    check_same_step(model, compiled, x)
     for handle in handles:
         handle.remove()
     assert counter.frame_count == 1
@@ -239,7 +224,7 @@ def test_fx_graph_module_fuses_or_says_why(gen):
     flat = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.SiLU(), nn.Conv2d(4, 2, 1)).double()
     traced = torch.fx.symbolic_trace(copy.deepcopy(flat))
     assert sk.fuse_bn_swish(traced).fused == ("1",)  # generated code calls self.2 through the slot folded
-    assert_same_step(flat, traced, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
+    check_same_step(flat, traced, randn(2, 3, 6, 6, dtype=torch.float64, gen=gen))
     nested = torch.fx.symbolic_trace(make_model(gen))
     report = sk.fuse_bn_swish(nested)
     assert not report.fused and all("torch.fx" in s.reason for s in report.skipped), str(report)

@@ -11,16 +11,22 @@ import torch.nn as nn
 
 
 def _yolov5_model_class():
+    stand_in = False
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
-        # yolov5 7.0.14 imports pkg_resources for parse_version alone; setuptools 81+ no longer ships it.
+        # yolov5 7.0.14 imports pkg_resources for parse_version alone; setuptools 81+ no longer ships it. The
+        # stand-in lives only while yolov5 is imported (its modules keep their reference), so nothing else sees it.
         from packaging.version import parse
 
         sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
-    import yolov5
-    from yolov5.models.yolo import Model
-
+        stand_in = True
+    try:
+        import yolov5
+        from yolov5.models.yolo import Model
+    finally:
+        if stand_in:
+            del sys.modules["pkg_resources"]
     return Model, os.path.join(os.path.dirname(yolov5.__file__), "models")
 
 

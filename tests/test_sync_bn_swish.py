@@ -173,7 +173,7 @@ def test_mish_pairs_convert_fuse_and_revert(gen):
 def test_convert_and_revert_a_timm_model_with_unfused_norm_act_layers(gen):
     """tinynet_e (a small EfficientNet): 21 BatchNormAct2d with SiLU (fused) and 10 without an activation, which
     timm's own converter makes SyncBatchNormAct; reverting gives back timm's layers, the math unchanged."""
-    timm = pytest.importorskip("timm")
+    import timm  # a test dependency (requirements-dev.txt): never skipped
     model = timm.create_model("tinynet_e", pretrained=False).double().eval()
     x = torch.randn(2, 3, 32, 32, generator=gen, dtype=torch.float64)
     expected, keys = model(x), list(model.state_dict())

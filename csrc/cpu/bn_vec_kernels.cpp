@@ -20,21 +20,20 @@ namespace swishkernels::cpu::bn::CPU_CAPABILITY {
 namespace {
 
 using at::vec::Vectorized;
+using cpu::CPU_CAPABILITY::fast_exp;
 
 // Accumulation: each term is computed in the math type, as the formulas need it (float for
-// fp32/fp16/bf16 x), then widened to double and summed in double vectors: as precise as the scalar
-// double accumulators these loops replaced (the products of sum1 take the float factors, whose
-// product is exact in double, through an fma). Float accumulators flushed to double every 32 terms
-// per lane were faster (8x64x80x80 fp32, one thread: stats 0.22 vs 0.37 ms, backward reduce 2.1 vs
-// 2.5 ms) but not accurate enough: channel sums cancel (sum(x - shift), shift being one sample of
-// the channel), and in tests/test_native_bn.py's (3, 37, 17, 23) case a sum of 1173 terms of size
-// ~2 that came to ~2 was off by 9e-5. Sums are taken in an order fixed by the span, and
-// bn_swish.cpp derives spans from the shape, so they do not depend on the number of threads.
-//
-// inner == 1: channels per group of per-channel accumulators (kept on the stack).
-constexpr int64_t kGroup = 256;
-
-C10_ALWAYS_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+// fp32/fp16/bf16 x), and summed in the math type over short blocks, kBlock terms per lane (the
+// products of sum1 through an fma, rounded once); each block sum is then widened to double and added
+// to double accumulators. Widening every term instead (two conversions and two double adds per
+// float vector and sum) cost about as much as the rest of the statistics pass. Float sums over a
+// whole pass are not accurate enough: channel sums cancel (sum(x - shift), shift being one sample
+// of the channel), and with float accumulators flushed to double every 32 terms per lane a sum of
+// 1173 terms of size ~2 that came to ~2 was off by 9e-5. A block of 4 adds at most 3 roundings of
+// the block's partial sums to each term's own (tests/test_cpp_bn_swish_ops.py bounds the error by
+// the sum of the terms' magnitudes). Sums are taken in an order fixed by the span, and bn_swish.cpp
+// derives spans from the shape, so they do not depend on the number of threads.
+constexpr int kBlock = 4;
 
 // Storage <-> math. A unit is one Vectorized<scalar_t> of storage, K vectors of math: fp16/bf16
 // are computed as two float vectors, as in vec_kernels.cpp.
@@ -48,7 +47,7 @@ struct Io {
   static constexpr int64_t N = Vec::size();  // elements per unit
   static constexpr int64_t F = M::size();    // elements per math vector
   static_assert(N == K * F);
-  static_assert(kChannelPad % N == 0 && kGroup % N == 0);
+  static_assert(kChannelPad % N == 0);
 
   struct Unit {
     M v[K];
@@ -120,60 +119,85 @@ struct Wide<float> {
   }
 };
 
-// sum0 += a, sum1 += a * b (lane by lane, in double).
+// The two sums of one stream of math vectors: block sums in the math type, running sums in double.
 template <typename M>
-C10_ALWAYS_INLINE void accumulate(const M& a, const M& b, Vectorized<double>* sum0,
-                                  Vectorized<double>* sum1) {
-  using WideT = Wide<typename M::value_type>;
-  Vectorized<double> aw[WideT::W], bw[WideT::W];
-  WideT::apply(a, aw);
-  WideT::apply(b, bw);
-  for (int w = 0; w < WideT::W; ++w) {
-    sum0[w] = sum0[w] + aw[w];
-    sum1[w] = at::vec::fmadd(aw[w], bw[w], sum1[w]);
+struct Sums {
+  using D = Vectorized<double>;
+  static constexpr int W = Wide<typename M::value_type>::W;
+  M block0, block1;
+  D total0[W], total1[W];
+
+  C10_ALWAYS_INLINE Sums() : block0(typename M::value_type(0)), block1(typename M::value_type(0)) {
+    for (int w = 0; w < W; ++w) {
+      total0[w] = total1[w] = D(0.0);
+    }
+  }
+  // sum0 += a, sum1 += a * b (lane by lane).
+  C10_ALWAYS_INLINE void add(const M& a, const M& b) {
+    block0 = block0 + a;
+    block1 = at::vec::fmadd(a, b, block1);
+  }
+  // Ends the block: its sums go to the double totals.
+  C10_ALWAYS_INLINE void flush() {
+    D w0[W], w1[W];
+    Wide<typename M::value_type>::apply(block0, w0);
+    Wide<typename M::value_type>::apply(block1, w1);
+    for (int w = 0; w < W; ++w) {
+      total0[w] = total0[w] + w0[w];
+      total1[w] = total1[w] + w1[w];
+    }
+    block0 = block1 = M(typename M::value_type(0));
+  }
+};
+
+// The activation's f and dy * f', for float math with the inlined exp of vec_math.h and otherwise
+// (double) as activations.h writes them; the float formulas are activations.h's, in its evaluation
+// order, with only the exp replaced.
+template <Activation A, typename M>
+C10_ALWAYS_INLINE M activation_forward(const M& z) {
+  if constexpr (!std::is_same_v<M, Vectorized<float>>) {
+    return A == Activation::Swish ? math::swish_forward(z) : math::mish_forward(z);
+  } else if constexpr (A == Activation::Swish) {
+    return z / (M(1) + fast_exp<true>(z));
+  } else {
+    return z * math::tanh_softplus(fast_exp<false>(at::vec::minimum(z, M(20))));
+  }
+}
+
+template <Activation A, typename M>
+C10_ALWAYS_INLINE M activation_backward(const M& dy, const M& z) {
+  if constexpr (!std::is_same_v<M, Vectorized<float>>) {
+    return A == Activation::Swish ? math::swish_backward(dy, z) : math::mish_backward(dy, z);
+  } else if constexpr (A == Activation::Swish) {
+    const M one(1);
+    const M s = one / (one + fast_exp<true>(z));
+    return dy * s * (one + z * (one - s));
+  } else {
+    const M one(1);
+    const M e = fast_exp<false>(at::vec::minimum(z, M(20)));
+    const M t = math::tanh_softplus(e);
+    const M s = e / (one + e);
+    return dy * (t + z * s * (one - t * t));
   }
 }
 
 // The formulas, on math vectors. p: the per-channel values in Args::per_channel order.
 // Reductions: terms (a, b) of sum0 = sum a, sum1 = sum a * b.
-// kRowStep: positions per step of reduce_positions, the faster of 1, 2 and 4 on an AVX512 AMD EPYC
-// (4 halves the stats pass; 2 or 4 slow the exp-bound backward pass at large sizes).
 // The factor is a power of two (exact): it keeps d^2 finite for inputs near 1e20 (fp32), whose
 // square would overflow the float terms.
 struct StatsTerm {
   static constexpr int kParams = 2;
   static constexpr bool kUsesGrad = false;
-  static constexpr int kRowStep = 4;
   template <typename M>
   static C10_ALWAYS_INLINE void apply(const M* p, const M& x, const M&, M& a, M& b) {
     a = b = (x - p[0]) * p[1];
   }
 };
 
-// f and dy * f' of the activation applied after the normalisation (activations.h).
-template <Activation A, typename M>
-C10_ALWAYS_INLINE M activation_forward(const M& z) {
-  if constexpr (A == Activation::Swish) {
-    return math::swish_forward(z);
-  } else {
-    return math::mish_forward(z);
-  }
-}
-
-template <Activation A, typename M>
-C10_ALWAYS_INLINE M activation_backward(const M& dy, const M& z) {
-  if constexpr (A == Activation::Swish) {
-    return math::swish_backward(dy, z);
-  } else {
-    return math::mish_backward(dy, z);
-  }
-}
-
 template <Activation A>
 struct BackwardTerm {
   static constexpr int kParams = 3;
   static constexpr bool kUsesGrad = true;
-  static constexpr int kRowStep = 1;
   template <typename M>
   static C10_ALWAYS_INLINE void apply(const M* p, const M& x, const M& dy, M& a, M& b) {
     a = activation_backward<A>(dy, x * p[0] + p[1]);
@@ -221,16 +245,11 @@ struct Pointers {
   }
 };
 
-// The lanes of acc[0] + ... + acc[U-1], summed in a fixed order.
-template <int U>
-C10_ALWAYS_INLINE double fold(const Vectorized<double> (&acc)[U]) {
+// The lanes of v, summed in a fixed order.
+C10_ALWAYS_INLINE double fold(const Vectorized<double>& v) {
   using D = Vectorized<double>;
-  D sum = acc[0];
-  for (int u = 1; u < U; ++u) {
-    sum = sum + acc[u];
-  }
   __at_align__ double lanes[D::size()];
-  sum.store(lanes);
+  v.store(lanes);
   double part[2] = {0, 0};
   for (int64_t j = 0; j < D::size(); ++j) {
     part[j % 2] += lanes[j];
@@ -238,58 +257,82 @@ C10_ALWAYS_INLINE double fold(const Vectorized<double> (&acc)[U]) {
   return part[0] + part[1];
 }
 
+// Adds the terms of one unit (count of its elements; the lanes past count add nothing when kMask)
+// to sums[k], one stream per math vector k.
+template <typename scalar_t, typename Term, bool kMask = false>
+C10_ALWAYS_INLINE void add_unit(const typename Io<scalar_t>::M* p, int64_t p_stride,
+                                const typename Io<scalar_t>::Unit& xu,
+                                const typename Io<scalar_t>::Unit& du,
+                                Sums<typename Io<scalar_t>::M>* sums, int64_t count = 0) {
+  using IO = Io<scalar_t>;
+  using M = typename IO::M;
+  for (int k = 0; k < IO::K; ++k) {
+    M a, b;
+    Term::apply(p + k * p_stride, xu.v[k], du.v[k], a, b);
+    if constexpr (kMask) {
+      const M zero(typename IO::math_t(0));
+      a = M::set(zero, a, IO::lanes(count, k));
+      b = M::set(zero, b, IO::lanes(count, k));
+    }
+    sums[k].add(a, b);
+  }
+}
+
 // inner > 1: the sums along n contiguous elements of one channel, whose values p are broadcast.
+// Two units per step, each with its own sums, so that two dependency chains (and exps) are in
+// flight; every kBlock terms per lane the blocks are flushed to double.
 template <typename scalar_t, typename Term>
 void reduce_run(const typename Io<scalar_t>::M* p, const scalar_t* x, const scalar_t* dy, int64_t n,
                 double& total0, double& total1) {
   using IO = Io<scalar_t>;
   using M = typename IO::M;
-  using D = Vectorized<double>;
   using Unit = typename IO::Unit;
   constexpr int K = IO::K;
   constexpr int64_t N = IO::N;
-  constexpr int W = Wide<typename IO::math_t>::W;
-  // Two units per iteration, each with its own accumulators, so that two dependency chains (and
-  // exps) are in flight.
-  D acc0[2 * W], acc1[2 * W];
-  for (int u = 0; u < 2 * W; ++u) {
-    acc0[u] = acc1[u] = D(0.0);
-  }
-  auto add = [&](const Unit& xu, const Unit& du, int slot, int64_t count) {
-    for (int k = 0; k < K; ++k) {
-      M a, b;
-      Term::apply(p, xu.v[k], du.v[k], a, b);
-      if (count < N) {  // the partial tail: lanes past the run add nothing
-        const M zero(typename IO::math_t(0));
-        a = M::set(zero, a, IO::lanes(count, k));
-        b = M::set(zero, b, IO::lanes(count, k));
-      }
-      accumulate(a, b, acc0 + slot * W, acc1 + slot * W);
-    }
+  constexpr int kSteps = kBlock;  // steps per block: each stream takes one term per lane a step
+  // Stream (slot, k) for slot 0/1 (which unit of the step) and the unit's math vector k. The
+  // broadcast p serves every k (stride 0).
+  Sums<M> sums[2][K];
+  auto unit = [&](int64_t i, int slot) C10_ALWAYS_INLINE_ATTRIBUTE {
+    const Unit xu = IO::load(x + i);
+    add_unit<scalar_t, Term>(p, 0, xu, Term::kUsesGrad ? IO::load(dy + i) : xu, sums[slot]);
   };
   int64_t i = 0;
-  for (; i + 2 * N <= n; i += 2 * N) {
-    const Unit x0 = IO::load(x + i), x1 = IO::load(x + i + N);
-    if constexpr (Term::kUsesGrad) {
-      add(x0, IO::load(dy + i), 0, N);
-      add(x1, IO::load(dy + i + N), 1, N);
-    } else {
-      add(x0, x0, 0, N);
-      add(x1, x1, 1, N);
+  while (i + 2 * N <= n) {
+    int step = 0;
+    for (; step < kSteps && i + 2 * N <= n; ++step, i += 2 * N) {
+      unit(i, 0);
+      unit(i + N, 1);
+    }
+    for (int k = 0; k < K; ++k) {
+      sums[0][k].flush();
+      sums[1][k].flush();
     }
   }
   if (i + N <= n) {
-    const Unit xu = IO::load(x + i);
-    add(xu, Term::kUsesGrad ? IO::load(dy + i) : xu, 0, N);
+    unit(i, 0);
     i += N;
   }
   if (i < n) {
     const int64_t rest = n - i;
     const Unit xu = IO::load(x + i, rest);
-    add(xu, Term::kUsesGrad ? IO::load(dy + i, rest) : xu, 1, rest);
+    add_unit<scalar_t, Term, true>(p, 0, xu, Term::kUsesGrad ? IO::load(dy + i, rest) : xu,
+                                   sums[1], rest);
   }
-  total0 += fold(acc0);
-  total1 += fold(acc1);
+  using D = Vectorized<double>;
+  D sum0(0.0), sum1(0.0);
+  for (int slot = 0; slot < 2; ++slot) {
+    for (int k = 0; k < K; ++k) {
+      Sums<M>& s = sums[slot][k];
+      s.flush();
+      for (int w = 0; w < Sums<M>::W; ++w) {
+        sum0 = sum0 + s.total0[w];
+        sum1 = sum1 + s.total1[w];
+      }
+    }
+  }
+  total0 += fold(sum0);
+  total1 += fold(sum1);
 }
 
 template <typename scalar_t, typename Term>
@@ -310,97 +353,75 @@ void reduce_rows(const Args& a, const Span& s, int64_t first, double* out0, doub
   }
 }
 
-// inner == 1: whole positions; per-channel double sums in arrays of up to kGroup channels, added to
-// the outputs at the end. Positions are taken Term::kRowStep at a time, their terms added together
-// (in double) before they go to the arrays.
+// inner == 1: whole positions. One unit of channels at a time (N of them, fewer at the end of the
+// row), down the span's positions (stride C), with per-lane sums in registers: lane j of stream k
+// is channel c + k * F + j. Two positions per step with their own sums, as in reduce_run.
 template <typename scalar_t, typename Term>
 void reduce_positions(const Args& a, const Span& s, int64_t first, double* out0, double* out1) {
   using IO = Io<scalar_t>;
   using M = typename IO::M;
-  using D = Vectorized<double>;
   using Unit = typename IO::Unit;
+  using D = Vectorized<double>;
+  constexpr int K = IO::K;
   constexpr int64_t N = IO::N;
   constexpr int64_t F = IO::F;
-  constexpr int W = Wide<typename IO::math_t>::W;
-  constexpr int kRowStep = Term::kRowStep;
-  static_assert(kRowStep == 1 || kRowStep == 2 || kRowStep == 4);  // the sums below
+  constexpr int W = Sums<M>::W;
   const Pointers<scalar_t, Term> ptr(a);
   const int64_t C = a.channels;
   const int64_t p0 = s.row0 / C, p1 = s.row1 / C;
-  for (int64_t g = 0; g < C; g += kGroup) {
-    const int64_t width = imin(kGroup, C - g);
-    const int64_t padded = (width + N - 1) / N * N;  // <= kGroup; lanes past width are never read out
-    __at_align__ double sum0[kGroup], sum1[kGroup];
-    for (int64_t j = 0; j < padded; ++j) {
-      sum0[j] = sum1[j] = 0;
+  auto channels = [&]<bool kFull>(int64_t c, int64_t count) C10_ALWAYS_INLINE_ATTRIBUTE {
+    M p[K * Term::kParams];  // p[k * kParams + i]: per-channel values i of stream k
+    for (int k = 0; k < K; ++k) {
+      for (int i = 0; i < Term::kParams; ++i) {
+        p[k * Term::kParams + i] = M::loadu(ptr.pc[i] + c + k * F);  // padded by the caller past C
+      }
     }
-    // Adds the terms of rows o .. o + R - 1 at channels g + c .. g + c + N - 1 (count of them
-    // inside the row; the lanes past it hold unspecified values, never read out).
-    auto add = [&]<int R, bool kFull>(int64_t o, int64_t c, int64_t count)
-                   C10_ALWAYS_INLINE_ATTRIBUTE {
-      Unit xu[R], du[R];
-      for (int r = 0; r < R; ++r) {
-        const int64_t at = (o + r) * C + g + c;
-        xu[r] = kFull ? IO::load(ptr.x + at) : IO::load(ptr.x + at, count);
-        if constexpr (Term::kUsesGrad) {
-          du[r] = kFull ? IO::load(ptr.dy + at) : IO::load(ptr.dy + at, count);
-        } else {
-          du[r] = xu[r];
-        }
+    Sums<M> sums[2][K];
+    auto unit = [&](int64_t o, int slot) C10_ALWAYS_INLINE_ATTRIBUTE {
+      const int64_t at = o * C + c;
+      // Lanes past count: unspecified values, whose sums are never read out.
+      const Unit xu = kFull ? IO::load(ptr.x + at) : IO::load(ptr.x + at, count);
+      Unit du = xu;
+      if constexpr (Term::kUsesGrad) {
+        du = kFull ? IO::load(ptr.dy + at) : IO::load(ptr.dy + at, count);
       }
-      for (int k = 0; k < IO::K; ++k) {
-        const int64_t at = c + k * F;
-        M p[Term::kParams];
-        for (int i = 0; i < Term::kParams; ++i) {
-          p[i] = M::loadu(ptr.pc[i] + g + at);  // padded by the caller past C
-        }
-        D t0[R][W], t1[R][W];
-        for (int r = 0; r < R; ++r) {
-          M ta, tb;
-          Term::apply(p, xu[r].v[k], du[r].v[k], ta, tb);
-          D bw[W];
-          Wide<typename IO::math_t>::apply(ta, t0[r]);
-          Wide<typename IO::math_t>::apply(tb, bw);
-          for (int w = 0; w < W; ++w) {
-            t1[r][w] = t0[r][w] * bw[w];  // exact for float factors
-          }
-        }
-        for (int w = 0; w < W; ++w) {
-          D a0 = t0[0][w], a1 = t1[0][w];
-          if constexpr (R == 2) {
-            a0 = a0 + t0[1][w];
-            a1 = a1 + t1[1][w];
-          } else if constexpr (R == 4) {
-            a0 = (a0 + t0[1][w]) + (t0[2][w] + t0[3][w]);
-            a1 = (a1 + t1[1][w]) + (t1[2][w] + t1[3][w]);
-          }
-          double* s0 = sum0 + at + w * D::size();
-          double* s1 = sum1 + at + w * D::size();
-          (D::loadu(s0) + a0).store(s0);
-          (D::loadu(s1) + a1).store(s1);
-        }
-      }
-    };
-    auto rows = [&]<int R>(int64_t o) C10_ALWAYS_INLINE_ATTRIBUTE {
-      int64_t c = 0;
-      for (; c + N <= width; c += N) {
-        add.template operator()<R, true>(o, c, N);
-      }
-      if (c < width) {
-        add.template operator()<R, false>(o, c, width - c);
-      }
+      add_unit<scalar_t, Term>(p, Term::kParams, xu, du, sums[slot]);
     };
     int64_t o = p0;
-    for (; o + kRowStep <= p1; o += kRowStep) {
-      rows.template operator()<kRowStep>(o);
+    while (o + 2 <= p1) {
+      for (int step = 0; step < kBlock && o + 2 <= p1; ++step, o += 2) {
+        unit(o, 0);
+        unit(o + 1, 1);
+      }
+      for (int k = 0; k < K; ++k) {
+        sums[0][k].flush();
+        sums[1][k].flush();
+      }
     }
-    for (; o < p1; ++o) {
-      rows.template operator()<1>(o);
+    if (o < p1) {
+      unit(o, 0);
     }
-    for (int64_t j = 0; j < width; ++j) {
-      out0[g + j - first] += sum0[j];
-      out1[g + j - first] += sum1[j];
+    for (int k = 0; k < K; ++k) {
+      sums[0][k].flush();
+      sums[1][k].flush();
+      __at_align__ double lanes0[F], lanes1[F];
+      for (int w = 0; w < W; ++w) {
+        (sums[0][k].total0[w] + sums[1][k].total0[w]).store(lanes0 + w * D::size());
+        (sums[0][k].total1[w] + sums[1][k].total1[w]).store(lanes1 + w * D::size());
+      }
+      const int64_t base = c + k * F - first;
+      for (int64_t j = 0; j < IO::lanes(count, k); ++j) {
+        out0[base + j] += lanes0[j];
+        out1[base + j] += lanes1[j];
+      }
     }
+  };
+  int64_t c = 0;
+  for (; c + N <= C; c += N) {
+    channels.template operator()<true>(c, N);
+  }
+  if (c < C) {
+    channels.template operator()<false>(c, C - c);
   }
 }
 

@@ -95,6 +95,34 @@ def _term_magnitudes(x, dy, pc, activation):
     return [t.abs().sum((0, 2)) for t in (d, d.square(), dz, dz_xmu)]
 
 
+# f(z) and dy * f'(z) over the whole range where they change (the float kernels have their own exp,
+# csrc/cpu/vec_math.h: fast_exp), the ends where exp overflows or underflows, and inf/NaN.
+SPECIAL_Z = [float("inf"), float("-inf"), float("nan"), 1e20, -1e20, 3e38, -3e38, 88.72, 88.73, -88.72, -88.73,
+             -87.4, -87.3, -103.9, -104.5, 103.9, 104.5, 20.0, 20.5, 1e-40, -1e-40, 0.0, -0.0]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_activation_over_the_float_range_matches_pytorch(dtype, activation, channels_last, gen):
+    """scale = 1, shift = 0 (z = x), coef_dz = 1, coef_z = coef_0 = 0 (dx = dz): the forward and the input
+    gradient against F.silu / F.mish and their ATen backward in float64, rounded once to the dtype."""
+    z = torch.cat([torch.linspace(-110, 110, 4409, dtype=torch.float64), torch.tensor(SPECIAL_Z, dtype=torch.float64)])
+    x = z.to(dtype).reshape(1, 1, -1, 1).expand(2, 3, -1, 3).contiguous()
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    dy = (torch.rand(x.shape, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    one, zero = torch.ones(3, dtype=acc), torch.zeros(3, dtype=acc)
+    ops = bn_swish_ops._OPS["cpu"][activation]
+    f, f_backward = ((torch.nn.functional.silu, torch.ops.aten.silu_backward) if activation == "swish"
+                     else (torch.nn.functional.mish, torch.ops.aten.mish_backward))
+    tolerance = _tolerance(dtype)
+    torch.testing.assert_close(ops.forward(x, one, zero), f(x.double()).to(dtype), **tolerance, equal_nan=True)
+    torch.testing.assert_close(ops.backward_input(dy, x, one, zero, one, zero, zero),
+                               f_backward(dy.double(), x.double()).to(dtype), **tolerance, equal_nan=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_matches_reference_backend_in_its_dtype(dtype, gen):
     x, dy, pc = _inputs((2, 4, 9, 11), False, dtype, gen)
@@ -184,4 +212,4 @@ def test_rejects_bad_per_channel_arguments():
 @pytest.mark.skipif("SWISHKERNELS_LOWERED_CAPABILITY" in os.environ, reason="already lowered")
 @pytest.mark.parametrize("capability", LOWER_CAPABILITIES)
 def test_numerics_with_lower_cpu_capability(capability):
-    run_with_lower_capability(capability, __file__, "reference or threads or per_channel_dtype")
+    run_with_lower_capability(capability, __file__, "reference or threads or per_channel_dtype or float_range")

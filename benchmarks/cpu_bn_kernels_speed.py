@@ -95,7 +95,7 @@ def callgrind(args):
             f.write(CALLGRIND_HELPER)
         subprocess.run(["cc", "-shared", "-fPIC", "-O1", source, "-o", library], check=True)
         env = dict(os.environ, BN_KERNELS_CALLGRIND_HELPER=library, OMP_NUM_THREADS="1")
-        command = ["valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={tmp}/cg.out",
+        command = ["valgrind", "--tool=callgrind", "--collect-atstart=yes", f"--callgrind-out-file={tmp}/cg.out",
                    sys.executable, os.path.abspath(__file__), "--inside-callgrind", "--shapes", args.shapes,
                    "--layouts", args.layouts, "--dtypes", args.dtypes, "--calls", str(args.calls),
                    "--activation", args.activation]

@@ -22,18 +22,18 @@ namespace {
 using at::vec::Vectorized;
 using cpu::CPU_CAPABILITY::fast_activation_backward;
 using cpu::CPU_CAPABILITY::fast_activation_forward;
+using cpu::CPU_CAPABILITY::Wide;
 
-// Accumulation: each term is computed in the math type, as the formulas need it (float for
-// fp32/fp16/bf16 x), and summed in the math type over short blocks, kBlock terms per lane (the
-// products of sum1 through an fma, rounded once); each block sum is then widened to double and added
-// to double accumulators. Widening every term instead (two conversions and two double adds per
-// float vector and sum) cost about as much as the rest of the statistics pass. Float sums over a
-// whole pass are not accurate enough: channel sums cancel (sum(x - shift), shift being one sample
-// of the channel), and with float accumulators flushed to double every 32 terms per lane a sum of
-// 1173 terms of size ~2 that came to ~2 was off by 9e-5. A block of 4 adds at most 3 roundings of
-// the block's partial sums to each term's own (tests/test_cpp_bn_swish_ops.py bounds the error by
-// the sum of the terms' magnitudes). Sums are taken in an order fixed by the span, and bn_swish.cpp
-// derives spans from the shape, so they do not depend on the number of threads.
+// Accumulation: each term is computed in the math type (float for fp32/fp16/bf16 x) and summed in
+// it over short blocks, kBlock terms per lane (sum1's products through an fma, rounded once); each
+// block sum is then widened to double and added to double accumulators: per float vector and sum,
+// one add instead of two conversions and two double adds. Float sums over a whole pass are not
+// accurate enough: channel sums cancel (sum(x - shift), shift being one sample of the channel), and
+// float accumulators flushed to double every 32 terms per lane put a sum of 1173 terms of size ~2
+// that came to ~2 off by 9e-5. A block of 4 adds at most 3 roundings of partial sums to a term's
+// own (tests/test_cpp_bn_swish_ops.py bounds the error by the sum of the terms' magnitudes). Sums
+// are taken in an order fixed by the span, and bn_swish.cpp derives spans from the shape, so they
+// do not depend on the number of threads.
 constexpr int kBlock = 4;
 
 // Storage <-> math. A unit is one Vectorized<scalar_t> of storage, K vectors of math: fp16/bf16
@@ -63,6 +63,24 @@ struct Io {
     }
   }
   static C10_ALWAYS_INLINE Unit load(const scalar_t* p) { return convert(Vec::loadu(p)); }
+  // A whole unit with its elements in an order of its own, for sums over all of them: bf16 as its
+  // even and its odd elements (a shift and a mask instead of ATen's widening of each half).
+  static C10_ALWAYS_INLINE Unit load_any_order(const scalar_t* p) {
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      const __m512i v = _mm512_loadu_si512(p);
+      return Unit{{_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)),
+                   _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(0xFFFF0000)))}};
+    }
+#elif defined(CPU_CAPABILITY_AVX2)
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      return Unit{{_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
+                   _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF0000)))}};
+    }
+#endif
+    return load(p);
+  }
   // Lanes past count hold unspecified values.
   static C10_ALWAYS_INLINE Unit load(const scalar_t* p, int64_t count) {
     return convert(Vec::loadu(p, count));
@@ -87,45 +105,6 @@ struct Io {
   static C10_ALWAYS_INLINE int64_t lanes(int64_t count, int k) {
     const int64_t n = count - k * F;
     return n < 0 ? 0 : (n > F ? F : n);
-  }
-};
-
-// Math vectors as double vectors: W of them per math vector, in lane order.
-template <typename math_t>
-struct Wide;
-
-template <>
-struct Wide<double> {
-  static constexpr int W = 1;
-  static C10_ALWAYS_INLINE void apply(const Vectorized<double>& v, Vectorized<double> (&out)[1]) {
-    out[0] = v;
-  }
-};
-
-template <>
-struct Wide<float> {
-  static constexpr int W = 2;
-  static_assert(Vectorized<float>::size() == 2 * Vectorized<double>::size());
-  static C10_ALWAYS_INLINE void apply(const Vectorized<float>& v, Vectorized<double> (&out)[2]) {
-#if defined(CPU_CAPABILITY_AVX512)
-    const __m512 x = v;
-    out[0] = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-    out[1] = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-#elif defined(CPU_CAPABILITY_AVX2)
-    const __m256 x = v;
-    out[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
-    out[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
-#else
-    constexpr int64_t F = Vectorized<float>::size();
-    __at_align__ float f[F];
-    __at_align__ double d[F];
-    v.store(f);
-    for (int64_t j = 0; j < F; ++j) {
-      d[j] = static_cast<double>(f[j]);
-    }
-    out[0] = Vectorized<double>::loadu(d);
-    out[1] = Vectorized<double>::loadu(d + F / 2);
-#endif
   }
 };
 
@@ -292,9 +271,10 @@ void reduce_run(const typename Io<scalar_t>::M* p, const scalar_t* x, const scal
   // Stream (slot, k) for slot 0/1 (which unit of the step) and the unit's math vector k. The
   // broadcast p serves every k (stride 0).
   Sums<M> sums[2][K];
-  auto unit = [&](int64_t i, int slot) C10_ALWAYS_INLINE_ATTRIBUTE {
-    const Unit xu = IO::load(x + i);
-    add_unit<scalar_t, Term>(p, 0, xu, Term::kUsesGrad ? IO::load(dy + i) : xu, sums[slot]);
+  auto unit = [&](int64_t i, int slot) C10_ALWAYS_INLINE_ATTRIBUTE {  // x and dy in the same order
+    const Unit xu = IO::load_any_order(x + i);
+    add_unit<scalar_t, Term>(p, 0, xu, Term::kUsesGrad ? IO::load_any_order(dy + i) : xu,
+                             sums[slot]);
   };
   int64_t i = 0;
   while (i + 2 * N <= n) {

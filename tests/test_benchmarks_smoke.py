@@ -222,3 +222,17 @@ def test_cpu_bn_swish_speed_runs_at_tiny_size():
     assert {(r[0], r[2], r[3]) for r in rows} == {(m, layout, d) for m in ("train", "eval")
                                                    for layout in ("nchw", "channels_last")
                                                    for d in ("float32", "bfloat16")}
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.swishkernels, "bn_swish_stats"),
+                    reason="swishkernels._C (the cpu backend) is not built")
+def test_cpu_bn_kernels_speed_runs_at_tiny_size():
+    p = subprocess.run([sys.executable, str(BENCH / "cpu_bn_kernels_speed.py"), "--shapes", "2x5x3x3",
+                        "--threads", "1", "--repeats", "1", "--seconds", "0"],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = [line for line in p.stdout.splitlines() if "ratio=" in line]
+    assert len(rows) == 2 * 2  # layouts x dtypes
+    for row in rows:  # every pass of ours and the peer's timed, a positive ratio
+        for name in ("stats", "forward", "backward_reduce", "backward_input", "bn_train", "act", "bn_backward"):
+            assert float(row.split(f" {name}=")[1].split()[0]) > 0, row

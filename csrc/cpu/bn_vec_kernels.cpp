@@ -332,9 +332,9 @@ void reduce_rows(const Args& a, const Span& s, int64_t first, double* out0, doub
   }
 }
 
-// inner == 1: whole positions. One unit of channels at a time (N of them, fewer at the end of the
-// row), down the span's positions (stride C), with per-lane sums in registers: lane j of stream k
-// is channel c + k * F + j. Two positions per step with their own sums, as in reduce_run.
+// inner == 1: whole positions. One or two units of channels at a time (N each, fewer at the end of
+// the row), down the span's positions (stride C), with per-lane sums in registers: lane j of stream
+// k is channel c + k * F + j.
 template <typename scalar_t, typename Term>
 void reduce_positions(const Args& a, const Span& s, int64_t first, double* out0, double* out1) {
   using IO = Io<scalar_t>;
@@ -348,29 +348,35 @@ void reduce_positions(const Args& a, const Span& s, int64_t first, double* out0,
   const Pointers<scalar_t, Term> ptr(a);
   const int64_t C = a.channels;
   const int64_t p0 = s.row0 / C, p1 = s.row1 / C;
-  auto channels = [&]<bool kFull>(int64_t c, int64_t count) C10_ALWAYS_INLINE_ATTRIBUTE {
-    M p[K * Term::kParams];  // p[k * kParams + i]: per-channel values i of stream k
-    for (int k = 0; k < K; ++k) {
-      for (int i = 0; i < Term::kParams; ++i) {
-        p[k * Term::kParams + i] = M::loadu(ptr.pc[i] + c + k * F);  // padded by the caller past C
+  // kPair: the units at c and c + N (whole), one set of sums each, one position a step (memory read
+  // in order where C is small); otherwise the unit at c, two positions a step with a set each.
+  auto channels = [&]<bool kFull, bool kPair>(int64_t c, int64_t count) {
+    constexpr int U = kPair ? 2 : 1;  // units of channels
+    M p[U][K * Term::kParams];        // p[u][k * kParams + i]: per-channel values i of stream k
+    for (int u = 0; u < U; ++u) {
+      for (int k = 0; k < K; ++k) {
+        for (int i = 0; i < Term::kParams; ++i) {  // padded by the caller past C
+          p[u][k * Term::kParams + i] = M::loadu(ptr.pc[i] + c + u * N + k * F);
+        }
       }
     }
     Sums<M> sums[2][K];
-    auto unit = [&](int64_t o, int slot) C10_ALWAYS_INLINE_ATTRIBUTE {
-      const int64_t at = o * C + c;
+    auto unit = [&](int64_t o, int slot, int u) C10_ALWAYS_INLINE_ATTRIBUTE {
+      const int64_t at = o * C + c + u * N;
       // Lanes past count: unspecified values, whose sums are never read out.
       const Unit xu = kFull ? IO::load(ptr.x + at) : IO::load(ptr.x + at, count);
       Unit du = xu;
       if constexpr (Term::kUsesGrad) {
         du = kFull ? IO::load(ptr.dy + at) : IO::load(ptr.dy + at, count);
       }
-      add_unit<scalar_t, Term>(p, Term::kParams, xu, du, sums[slot]);
+      add_unit<scalar_t, Term>(p[u], Term::kParams, xu, du, sums[slot]);
     };
+    constexpr int64_t kStep = kPair ? 1 : 2;  // positions a step
     int64_t o = p0;
-    while (o + 2 <= p1) {
-      for (int step = 0; step < kBlock && o + 2 <= p1; ++step, o += 2) {
-        unit(o, 0);
-        unit(o + 1, 1);
+    while (o + kStep <= p1) {
+      for (int step = 0; step < kBlock && o + kStep <= p1; ++step, o += kStep) {
+        unit(o, 0, 0);
+        unit(kPair ? o : o + 1, 1, kPair ? 1 : 0);
       }
       for (int k = 0; k < K; ++k) {
         sums[0][k].flush();
@@ -378,29 +384,42 @@ void reduce_positions(const Args& a, const Span& s, int64_t first, double* out0,
       }
     }
     if (o < p1) {
-      unit(o, 0);
+      unit(o, 0, 0);
     }
     for (int k = 0; k < K; ++k) {
       sums[0][k].flush();
       sums[1][k].flush();
-      __at_align__ double lanes0[F], lanes1[F];
-      for (int w = 0; w < W; ++w) {
-        (sums[0][k].total0[w] + sums[1][k].total0[w]).store(lanes0 + w * D::size());
-        (sums[0][k].total1[w] + sums[1][k].total1[w]).store(lanes1 + w * D::size());
-      }
-      const int64_t base = c + k * F - first;
-      for (int64_t j = 0; j < IO::lanes(count, k); ++j) {
-        out0[base + j] += lanes0[j];
-        out1[base + j] += lanes1[j];
+      for (int u = 0; u < U; ++u) {
+        __at_align__ double lanes0[F], lanes1[F];
+        for (int w = 0; w < W; ++w) {
+          const Sums<M>& a0 = sums[u][k];
+          D t0 = a0.total0[w], t1 = a0.total1[w];
+          if constexpr (!kPair) {
+            t0 = t0 + sums[1][k].total0[w];
+            t1 = t1 + sums[1][k].total1[w];
+          }
+          t0.store(lanes0 + w * D::size());
+          t1.store(lanes1 + w * D::size());
+        }
+        const int64_t base = c + u * N + k * F - first;
+        for (int64_t j = 0; j < IO::lanes(count, k); ++j) {
+          out0[base + j] += lanes0[j];
+          out1[base + j] += lanes1[j];
+        }
       }
     }
   };
   int64_t c = 0;
+  if constexpr (K == 1) {  // fp16/bf16 units already take 64 bytes (AVX512) and two streams
+    for (; c + 2 * N <= C; c += 2 * N) {
+      channels.template operator()<true, true>(c, N);
+    }
+  }
   for (; c + N <= C; c += N) {
-    channels.template operator()<true>(c, N);
+    channels.template operator()<true, false>(c, N);
   }
   if (c < C) {
-    channels.template operator()<false>(c, C - c);
+    channels.template operator()<false, false>(c, C - c);
   }
 }
 

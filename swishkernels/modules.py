@@ -9,6 +9,9 @@ from . import functional, scripting
 
 class _Activation(nn.Module):
     activation = ""
+    # The fast entry of the activation (functional.py), set per subclass: a class attribute, so modules
+    # pickled before it existed still load. None from it means: take functional.activate.
+    _fast_activate = staticmethod(functional.no_fast_entry)
 
     def __init__(self, inplace: bool = False, backend: Optional[str] = None):
         super().__init__()
@@ -20,6 +23,10 @@ class _Activation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch (scripting.py)
             return scripting.activate(x, self.activation, self.inplace, self._script_backend)
+        if self.backend is None and not functional._is_compiling():  # functional.activate's fast entry, inlined
+            y = self._fast_activate(x, self.inplace)
+            if y is not None:
+                return y
         return functional.activate(x, self.activation, self.inplace, self.backend)
 
     def __prepare_scriptable__(self):
@@ -38,8 +45,10 @@ class Swish(_Activation):
     """x * sigmoid(x) (a.k.a. SiLU). Saves only its input for backward. `inplace=True` overwrites the
     input only when no gradient is needed."""
     activation = "swish"
+    _fast_activate = staticmethod(functional.FAST_ACTIVATE["swish"])
 
 
 class Mish(_Activation):
     """x * tanh(softplus(x)). Saves only its input for backward."""
     activation = "mish"
+    _fast_activate = staticmethod(functional.FAST_ACTIVATE["mish"])

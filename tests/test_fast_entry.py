@@ -256,3 +256,15 @@ def test_no_grad_and_inference_mode_record_nothing(activation, gen):
     with torch.inference_mode():
         y = getattr(sk, activation)(x)
     assert y.grad_fn is None and y.is_inference()
+
+
+def test_compiled_autograd_runs_the_nodes(gen):
+    """torch._dynamo.compiled_autograd calls a node through compiled_args/apply_with_saved (a plain
+    torch::autograd::Node raises 'compiled_args not implemented')."""
+    from torch._dynamo import compiled_autograd
+    for activation in sorted(PEERS):
+        x = randn(64, gen=gen).requires_grad_()
+        with compiled_autograd._enable(torch.compile(backend="aot_eager")):
+            getattr(sk, activation)(x).sum().backward()
+        torch.testing.assert_close(x.grad, torch.autograd.grad(PEERS[activation](x).sum(), x)[0])
+    torch._dynamo.reset()

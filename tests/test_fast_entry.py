@@ -268,3 +268,29 @@ def test_compiled_autograd_runs_the_nodes(gen):
             getattr(sk, activation)(x).sum().backward()
         torch.testing.assert_close(x.grad, torch.autograd.grad(PEERS[activation](x).sum(), x)[0])
     torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("form", FORMS)
+def test_cuda_tensors_take_the_fast_entry_into_the_cuda_kernels(activation, form, monkeypatch, gen):
+    """Where CUDA's default backend is the extension (no Triton), CUDA tensors take the same entry: it
+    dispatches, so the CUDA kernels run. Forced on here, since with Triton installed Triton is the default."""
+    from swishkernels import backends
+    if not backends.extension_has_cuda():
+        pytest.skip("swishkernels._C was built without CUDA")
+    _C._set_fast_entry("cuda", True)
+    try:
+        monkeypatch.setattr(functional, "_forward", None)  # the checked path would fail: None is not callable
+        monkeypatch.setattr(functional, "activate", None)
+        x = randn(3, 4097, gen=gen).cuda().requires_grad_()
+        with CountOps() as counter:
+            y = call(form, activation)(x)
+            y.backward(torch.ones_like(y))
+        assert counter.ops == [f"{activation}_forward.default", f"{activation}_backward.default"]
+        x_ref = x.detach().requires_grad_()
+        y_ref = PEERS[activation](x_ref)
+        y_ref.backward(torch.ones_like(y_ref))
+        torch.testing.assert_close(y, y_ref)
+        torch.testing.assert_close(x.grad, x_ref.grad)
+    finally:
+        _C._set_fast_entry("cuda", sk.available_backends("cuda")[0] == "cuda")

@@ -4,7 +4,7 @@
 // with one SavedVariable, created only when a gradient is needed. torch::autograd::Function would do
 // the same job at several times the cost per call (it allocates a node and a context on every call,
 // grad or no grad, and wraps outputs generically), which at 64 elements made the op cost 1.15x
-// F.silu forward+backward and 1.30x in a no-grad forward (benchmarks/per_call_cost.py).
+// F.silu forward+backward and 1.29x in a no-grad forward (benchmarks/per_call_cost.py).
 //
 // X_forward saves only x (SavedVariable: version-checked at backward, saved-tensor hooks honoured);
 // its backward calls X_backward through the dispatcher, so the graph is recorded when create_graph
@@ -22,10 +22,10 @@
 #include <ATen/ops/softplus.h>
 #include <ATen/ops/tanh.h>
 #include <torch/csrc/autograd/functions/utils.h>
-#include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/csrc/autograd/node.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
 
 #include <mutex>

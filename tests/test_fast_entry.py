@@ -132,6 +132,20 @@ def test_subclass_and_torch_function_mode_see_the_op(activation, form, gen):
     assert op(activation) in mode.seen
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_fake_tensors_get_the_ops_fake_kernels(activation, form):
+    """FakeTensorMode (torch.compile's and export's shape propagation): a FakeTensor is a subclass, so the
+    checked path runs the op, whose fake kernel keeps the layout; autograd still records our node."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    with FakeTensorMode():
+        x = torch.empty(2, 3, 4, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+        y = call(form, activation)(x)
+        assert type(y) is FakeTensor and y.shape == x.shape and y.stride() == x.stride()
+        assert y.grad_fn.name() == ("SwishBackward" if activation == "swish" else "MishBackward")
+        y.sum().backward()
+        assert type(x.grad) is FakeTensor and x.grad.stride() == x.stride()
+
+
 @pytest.mark.parametrize("name, context", [
     ("vmap", lambda f: lambda v: torch.func.vmap(f)(v.unsqueeze(0))),
     ("grad", lambda f: lambda v: torch.func.grad(lambda u: f(u).sum())(v)),

@@ -3,19 +3,25 @@
     model = sk.memory_policy(model)          # in place; works in eager and under torch.compile(fullgraph=True)
 
 It is selective activation checkpointing (torch.utils.checkpoint with `create_selective_checkpoint_contexts`)
-around the model's forward, with the policy `keep_conv_outputs`: outputs of convolutions and matrix
-products are kept, BatchNorm, activations, additions and concatenations are recomputed from them in
-backward. A Conv-BN-activation block then keeps one tensor (its conv output) whatever the activation:
-SiLU, ReLU, LeakyReLU(inplace=True), our fused BatchNormSwish2d.
+around the model's forward. Outputs of convolutions and matrix products are kept; activations, additions,
+concatenations, upsampling and the normalized BatchNorm output are recomputed from them in backward. A
+Conv-BN-activation block then keeps one tensor (its conv output) whatever the activation: SiLU, ReLU,
+LeakyReLU(inplace=True), our fused BatchNormSwish2d.
 
 Where it pays:
-- Under torch.compile the policy is a statement the partitioner honours: Inductor fuses BatchNorm and the
-  activation into the backward kernels that need them, so the recompute costs little and happens where it
-  is used. This is the route for compiled models (our fused layers run PyTorch's ops while compiling, so
+- Under torch.compile (policy `keep_conv_outputs_compiled`) the policy is a statement the partitioner
+  honours: Inductor fuses BatchNorm and the activation into the backward kernels that need them. Ops whose
+  recompute is another pass over their input but whose results backward needs are small are left to the
+  partitioner, which keeps those results: BatchNorm's per-channel mean and rstd (not a second var_mean
+  over every conv output), reductions, and the 1-byte offsets of overlapping max pools (YOLO's SPPF: a
+  recomputed 5x5 argmax chain made yolov8n's step 1.1x compile alone's). Cost: a BatchNorm whose output
+  goes straight into a convolution (no activation or addition between) keeps that output as well.
+  This is the route for compiled models (our fused layers run PyTorch's ops while compiling, so
   Inductor sees the math; see special_paths.batch_norm_special_path).
-- In eager, PyTorch's checkpoint recomputes the whole region at the first backward use, so what is kept
-  between forward and backward drops (one tensor per block) but the peak inside backward does not; for
-  eager training `sk.fuse_bn_swish(model, recompute=True)` keeps about as little with a lower peak.
+- In eager (policy `keep_conv_outputs`: everything but conv/matmul outputs recomputed), PyTorch's
+  checkpoint recomputes the whole region at the first backward use, so what is kept between forward and
+  backward drops (one tensor per block) but the peak inside backward does not; for eager training
+  `sk.fuse_bn_swish(model, recompute=True)` keeps about as little with a lower peak.
 
 Running statistics: eager checkpointing runs the forward twice, which would update BatchNorm's running
 statistics (and num_batches_tracked) twice; the recompute here restores every buffer of the model to its

@@ -154,9 +154,8 @@ def callgrind(args):
                    "--modes", args.modes, "--activation", args.activation]
         subprocess.run(command, env=env, check=True, capture_output=True, timeout=3600)
         results = {}
-        for name in sorted(os.listdir(tmp)):
-            if not name.startswith("cg.out"):
-                continue
+        dumps = [name for name in os.listdir(tmp) if name.startswith("cg.out.")]
+        for name in sorted(dumps, key=lambda name: int(name.rpartition(".")[2])):  # in the order of the cases
             text = open(os.path.join(tmp, name)).read()
             label = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.M)
             total = re.search(r"^(?:totals|summary): (\d+)", text, re.M)

@@ -285,3 +285,17 @@ def test_raw_op_refuses_forward_mode_ad(gen):
         dual = forward_ad.make_dual(x, torch.ones_like(x))
         with pytest.raises(RuntimeError, match="forward-mode AD"):
             forward(dual, None, None, None, None, None, 0.1, 1e-5, True)
+
+
+def test_backend_cache_pickles_and_unfuse_drops_it(gen):
+    import copy
+    import pickle
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.SiLU())
+    assert len(sk.fuse_bn_swish(model).fused) == 1
+    x = randn(2, 3, 4, 4, gen=gen)
+    model(x)
+    assert model[1].__dict__["_sk_resolved"][2] == "cpu"
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(clone.eval()(x), model.eval()(x))
+    sk.unfuse_bn_swish(model)
+    assert type(model[1]) is nn.BatchNorm2d and "_sk_resolved" not in model[1].__dict__

@@ -9,11 +9,15 @@
 // differentiable once: with create_graph=True its results carry a node that raises if a second
 // backward reaches it (Python's @once_differentiable does the same). Running statistics and the
 // counter are updated in place, and their version counters bumped, as Tensor.copy_ would.
+// In Python the node shows its saved tensors as `_saved_*` attributes, as ATen's nodes do
+// (sk.tensors_saved_by_graph reads them).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/autograd/python_cpp_function.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
@@ -175,6 +179,43 @@ Outputs5 forward_autograd(const at::Tensor& x_in, const OptTensor& weight_opt,
   }
   return out;
 }
+
+// grad_fn._saved_x etc. in Python, as ATen's generated nodes expose theirs.
+template <Activation f, SavedVariable LayerBackward<f>::*member>
+PyObject* saved_getter(PyObject* self, void* /*unused*/) {
+  HANDLE_TH_ERRORS
+  const auto& node = reinterpret_cast<torch::autograd::THPCppFunction*>(self)->cdata;
+  return THPVariable_Wrap((static_cast<LayerBackward<f>*>(node.get())->*member).unpack(node));
+  END_HANDLE_TH_ERRORS
+}
+
+template <Activation f>
+void register_python_type() {
+  using torch::autograd::THPCppFunction_metadata;
+  using torch::autograd::THPCppFunction_next_functions;
+  using torch::autograd::THPCppFunction_requires_grad;
+  using torch::autograd::THPCppFunction_input_metadata;
+  using Node = LayerBackward<f>;
+  static PyGetSetDef properties[] = {
+      THP_FUNCTION_DEFAULT_PROPERTIES,
+      {(char*)"_saved_x", saved_getter<f, &Node::x_>, nullptr, nullptr, nullptr},
+      {(char*)"_saved_weight", saved_getter<f, &Node::weight_>, nullptr, nullptr, nullptr},
+      {(char*)"_saved_bias", saved_getter<f, &Node::bias_>, nullptr, nullptr, nullptr},
+      {(char*)"_saved_mean", saved_getter<f, &Node::mean_>, nullptr, nullptr, nullptr},
+      {(char*)"_saved_invstd", saved_getter<f, &Node::invstd_>, nullptr, nullptr, nullptr},
+      {nullptr, nullptr, nullptr, nullptr, nullptr}};
+  static PyTypeObject type;
+  torch::autograd::_initFunctionPyTypeObject(type, Layer<f>::node, properties, nullptr);
+  Py_INCREF(&type);
+  torch::autograd::registerCppFunction(typeid(Node), &type);
+}
+
+// At load time: Python imports swishkernels._C, so the interpreter is up and the GIL held.
+const bool python_types_registered = [] {
+  register_python_type<Activation::Swish>();
+  register_python_type<Activation::Mish>();
+  return true;
+}();
 
 }  // namespace
 

@@ -299,3 +299,21 @@ def test_backend_cache_pickles_and_unfuse_drops_it(gen):
         torch.testing.assert_close(clone.eval()(x), model.eval()(x))
     sk.unfuse_bn_swish(model)
     assert type(model[1]) is nn.BatchNorm2d and "_sk_resolved" not in model[1].__dict__
+
+
+@pytest.mark.parametrize("activation", MODULES)
+def test_graph_shows_its_saved_tensors(activation, gen):
+    """sk.tensors_saved_by_graph reads a node's `_saved_*` attributes: the C++ node shows x, mean and 1/std (and
+    the parameters, left out with `exclude`), the same bytes as saved-tensor hooks count."""
+    module = _module(activation, 6, torch.float32, True)
+    x = randn(2, 6, 4, 4, gen=gen).requires_grad_()
+    y = module(x)
+    node = y.grad_fn
+    assert node.name() == f"BatchNorm{activation.capitalize()}2dBackward"
+    assert node._saved_x.data_ptr() == x.data_ptr()
+    assert node._saved_weight is module.weight and node._saved_bias is module.bias
+    assert node._saved_mean.shape == node._saved_invstd.shape == (6,)
+    kept = sk.tensors_saved_by_graph(y, exclude=module)
+    assert sorted(t.untyped_storage().nbytes() for t in kept) == [24, 24, x.numel() * 4]
+    assert sum(t.untyped_storage().nbytes() for t in kept) == sk.saved_for_backward(module, x).bytes
+    assert _module(activation, 6, torch.float32, True, affine=False)(x).grad_fn._saved_weight is None

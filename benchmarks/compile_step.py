@@ -2,7 +2,7 @@
 with SiLU), each as eager SiLU, fused, fused + recompute, LeakyReLU(0.1, inplace=True), torch.compile of the SiLU
 model, and torch.compile + ours (fused + recompute + sk.memory_policy).
 
-    PYTHONPATH=$PWD python benchmarks/compile_step.py [--batch 4] [--img-size 160] [--rounds 7] [--device cpu]
+    PYTHONPATH=$PWD python benchmarks/compile_step.py [--batch 4] [--img-size 160] [--rounds 7] [--stem NAME]
 
 A step: zero grads, forward, loss (sum of every output), backward. No optimizer (the same for all).
 - Memory alive at the start of backward, exact bytes kept for backward (parameters and buffers left out):
@@ -13,12 +13,13 @@ A step: zero grads, forward, loss (sum of every output), backward. No optimizer 
 - Step time: the variants take turns in each round (order reversed every other round); reported as the
   median over rounds of each variant's time / eager SiLU's time in the same round.
 - Compile time: the first step of a compiled variant minus its median step, reported separately.
-Writes compile_step.md and compile_step.json into --out-dir (default benchmarks/results/cpu-<epyc|xeon>-2core/,
+Writes <--stem, default compile_step>.md and .json into --out-dir (default benchmarks/results/cpu-<epyc|xeon>-2core/,
 by this CPU).
 """
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,12 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0:0] = [str(ROOT), str(ROOT / "benchmarks")]  # run as a script: the checkout and its helpers
 
 import torch  # noqa: E402
+import torch._dynamo.testing  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from machine import (  # noqa: E402
     cpu_model,  # noqa: E402
     describe,
     one_line,
 )
+from torch._dynamo.utils import counters  # noqa: E402
 
 import swishkernels as sk  # noqa: E402
 
@@ -70,7 +73,9 @@ class Variant:
 
     def __init__(self, name, model, compiled=False, recompute=False):
         self.name, self.model, self.compiled, self.recompute = name, model, compiled, recompute
-        self.call = torch.compile(model) if compiled else model
+        self.counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+        self.call = torch.compile(model, backend=self.counter) if compiled else model
+        self.breaks = 0
 
     def forward(self, x):
         if self.recompute:
@@ -89,18 +94,31 @@ class Variant:
             loss_of(out).backward()
 
     def kept_bytes(self, x):
-        """(all bytes kept for backward, of which batch-sized tensors). Compiled graphs also keep copies of
-        the weights (Inductor converts them to channels_last for its convolutions): real memory, but
-        per model, not per image."""
+        """(all bytes kept for backward, of which batch-sized tensors, of which copies of the weights).
+        Parameters and buffers themselves, and any view of them (same storage), are not counted: they
+        exist anyway. Compiled graphs also keep copies of the weights (Inductor converts the conv weights to
+        channels_last each step and backward takes the converted copy): real memory, per model rather than
+        per image, so they are counted, and shown apart."""
         if not self.compiled:
             kept = sk.saved_for_backward(self.model, x, recompute=self.recompute).bytes
-            return kept, kept
+            return kept, kept, 0
         out = self.forward(x)
         tensors = sk.tensors_saved_by_graph(flatten(out), exclude=self.model)
-        total = sum(t.untyped_storage().nbytes() for t in tensors)
-        batch_sized = sum(t.untyped_storage().nbytes() for t in tensors if t.dim() and t.shape[0] == x.shape[0])
+        params = list(self.model.parameters())
+        total = batch_sized = weight_copies = 0
+        for t in tensors:
+            nbytes = t.untyped_storage().nbytes()
+            total += nbytes
+            if t.dim() and t.shape[0] == x.shape[0]:
+                batch_sized += nbytes
+            elif any(p.shape == t.shape and torch.equal(p.detach(), t) for p in params):
+                weight_copies += nbytes
         del out
-        return total, batch_sized
+        return total, batch_sized, weight_copies
+
+    def graphs(self):
+        """(graphs compiled, graph breaks) of a compiled variant, None otherwise."""
+        return (self.counter.frame_count, self.breaks) if self.compiled else None
 
 
 def variants(name, x, wanted=VARIANTS):
@@ -152,68 +170,105 @@ def measure(name, batch, img_size, rounds, device, wanted=VARIANTS):
     runs = variants(name, x, wanted)
     first = {}
     for v in runs:  # the first step compiles
+        counters.clear()
         first[v.name] = timed(lambda: v.step(x), device)
+        v.breaks = sum(counters["graph_break"].values())
         print(f"  {name} {v.name}: first step {first[v.name]:.1f} s", file=sys.stderr, flush=True)
     times = {v.name: [] for v in runs}
-    for round_ in range(rounds):
+    cpu_times = {v.name: [] for v in runs}  # CPU time of this process: what a loaded machine's waits leave out
+    for round_ in range(rounds):  # rounds=0: memory only
         for v in (runs if round_ % 2 == 0 else runs[::-1]):
+            cpu_start = time.process_time()
             times[v.name].append(timed(lambda: v.step(x), device))
+            cpu_times[v.name].append(time.process_time() - cpu_start)
     base = times["eager SiLU"]
     rows = {}
     kept_eager = None
     for v in runs:
-        kept, batch_sized = v.kept_bytes(x)
+        kept, batch_sized, weight_copies = v.kept_bytes(x)
         kept_eager = kept if kept_eager is None else kept_eager
-        median = statistics.median(times[v.name])
+        median = statistics.median(times[v.name]) if rounds else None
+        graphs = v.graphs()
         rows[v.name] = dict(kept_mib=kept / MiB, kept_ratio=kept / kept_eager, batch_sized_mib=batch_sized / MiB,
-                            batch_sized_ratio=batch_sized / kept_eager, step_s=median,
-                            time_ratio=statistics.median(t / b for t, b in zip(times[v.name], base)),
-                            compile_s=(first[v.name] - median) if v.compiled else None,
+                            batch_sized_ratio=batch_sized / kept_eager, weight_copies_mib=weight_copies / MiB,
+                            other_mib=(kept - batch_sized - weight_copies) / MiB, step_s=median,
+                            time_ratio=statistics.median(t / b for t, b in zip(times[v.name], base)) if rounds
+                            else None,
+                            cpu_time_ratio=statistics.median(
+                                t / b for t, b in zip(cpu_times[v.name], cpu_times["eager SiLU"])) if rounds else None,
+                            time_q1_q3=statistics.quantiles([t / b for t, b in zip(times[v.name], base)], n=4)[::2]
+                            if rounds > 1 else None,
+                            compile_s=(first[v.name] - (median or 0)) if v.compiled else None,
+                            graphs=graphs[0] if graphs else None, graph_breaks=graphs[1] if graphs else None,
                             peak_mib=(lambda p: None if p is None else p / MiB)(peak_step_bytes(v, x, device)))
     return rows
 
 
-def markdown(results, args, machine: str) -> str:
+def _ratio(value, base, fmt="{:.2f}"):
+    return "" if value is None or base is None else fmt.format(value / base)
+
+
+def markdown(results, args, machine: str, load=None) -> str:
     lines = ["# Training step vs torch.compile (benchmarks/compile_step.py)", "",
-             f"{machine}; batch {args.batch}, {args.img_size} px, float32, {args.rounds} interleaved rounds. "
-             "Memory: exact bytes kept for backward at the start of backward (parameters and buffers left out), "
-             "as a ratio to eager SiLU. Time: median over rounds of the per-round ratio to eager SiLU. "
-             "Compile time: first step minus the median step.", ""]
+             f"{machine}; batch {args.batch}, {args.img_size} px, float32, "
+             + (f"{args.rounds} interleaved rounds" if args.rounds else "memory only (no timing rounds)")
+             + (f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (a shared 2-core machine: "
+                "read step-time ratios as +-10%, the q1-q3 column shows the spread)" if load else "") + ".",
+             "",
+             "Memory: exact bytes kept for backward at the start of backward, as a ratio to eager SiLU's. Parameters "
+             "and buffers, and views of them, are not counted (they exist anyway). \"activations\": the batch-sized "
+             "tensors. \"weight copies\": tensors equal to a parameter but in storage of their own (Inductor "
+             "converts the convolution weights to channels_last each step and backward keeps the copy): real "
+             "memory, per model not per image. \"other\": the rest (per-channel statistics and the like). "
+             "Time: median over rounds of each variant's step time / eager SiLU's in the same round (q1-q3: the "
+             "quartiles of that ratio); CPU time: the same with the process's CPU time per step "
+             "(time.process_time: with one torch thread, the work done, without the waits for a core that other "
+             "load causes). Compile s: first step minus the median step. Graphs / breaks: what dynamo compiled "
+             "for the variant.", ""]
     for name, rows in results.items():
         base = rows["eager SiLU"]
         peak_column = base["peak_mib"] is not None
-        lines += [f"## {name}", "", "| variant | kept for backward | vs eager | vs torch.compile | of which "
-                  "batch-sized (vs eager) | step time vs eager | vs torch.compile | compile s |"
-                  + (" peak MiB |" if peak_column else ""),
-                  "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak_column else "")]
+        lines += [f"## {name}", "", "| variant | activations kept (vs eager) | vs torch.compile | weight copies | "
+                  "other | all kept (vs eager) | step time vs eager (q1-q3) | vs torch.compile | CPU time vs "
+                  "torch.compile | compile s | graphs / breaks |" + (" peak MiB |" if peak_column else ""),
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak_column else "")]
         comp = rows.get("torch.compile", base)  # without it (a dry run), the compile columns compare to eager
         for variant, r in rows.items():
             compile_s = f"{r['compile_s']:.0f}" if r["compile_s"] is not None else ""
+            graphs = f"{r['graphs']} / {r['graph_breaks']}" if r.get("graphs") is not None else ""
             peak = f" {r['peak_mib']:.0f} |" if peak_column else ""
-            lines.append(f"| {variant} | {r['kept_mib']:.1f} MiB | {r['kept_ratio']:.2f}x | "
-                         f"{r['kept_mib'] / comp['kept_mib']:.2f}x | {r['batch_sized_mib']:.1f} MiB "
-                         f"({r['batch_sized_ratio']:.2f}x) | {r['time_ratio']:.2f} | "
-                         f"{r['time_ratio'] / comp['time_ratio']:.2f} | {compile_s} |{peak}")
+            spread = (f" ({r['time_q1_q3'][0]:.2f}-{r['time_q1_q3'][1]:.2f})" if r.get("time_q1_q3") else "")
+            step = f"{r['time_ratio']:.2f}{spread}" if r["time_ratio"] is not None else ""
+            lines.append(f"| {variant} | {r['batch_sized_mib']:.1f} MiB ({r['batch_sized_ratio']:.2f}x) | "
+                         f"{_ratio(r['batch_sized_mib'], comp['batch_sized_mib'])}x | "
+                         f"{r['weight_copies_mib']:.1f} MiB | {r['other_mib']:.2f} MiB | "
+                         f"{r['kept_mib']:.1f} MiB ({r['kept_ratio']:.2f}x) | {step} | "
+                         f"{_ratio(r['time_ratio'], comp['time_ratio'])} | "
+                         f"{_ratio(r.get('cpu_time_ratio'), comp.get('cpu_time_ratio'))} | {compile_s} | "
+                         f"{graphs} |{peak}")
         lines.append("")
     return "\n".join(lines)
 
 
-def run(models, batch, img_size, rounds, device, out_dir=None, wanted=VARIANTS):
-    """Measure every model; returns {model: {variant: row}} and writes md + json into out_dir if given."""
+def run(models, batch, img_size, rounds, device, out_dir=None, wanted=VARIANTS, stem="compile_step"):
+    """Measure every model; returns {model: {variant: row}} and writes <stem>.md + .json into out_dir if given."""
     device = torch.device(device)
     results = {}
+    load = [os.getloadavg()[0]]
     for name in models:
         start = time.time()
         results[name] = measure(name, batch, img_size, rounds, device, wanted)
         print(f"{name}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+    load.append(os.getloadavg()[0])
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         args = argparse.Namespace(batch=batch, img_size=img_size, rounds=rounds)
         machine = one_line(describe(device))
-        (out_dir / "compile_step.md").write_text(markdown(results, args, machine) + "\n")
-        record = dict(machine=describe(device), batch=batch, img_size=img_size, rounds=rounds, results=results)
-        (out_dir / "compile_step.json").write_text(json.dumps(record, indent=1))
+        (out_dir / f"{stem}.md").write_text(markdown(results, args, machine, load) + "\n")
+        record = dict(machine=describe(device), batch=batch, img_size=img_size, rounds=rounds, load_average=load,
+                      results=results)
+        (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=1))
     return results
 
 
@@ -222,16 +277,17 @@ def main():
     parser.add_argument("--models", nargs="+", default=["yolov3-tiny", "yolov8n"])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--img-size", type=int, default=160)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7, help="timing rounds; 0: memory only")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     default_dir = "cpu-epyc-2core" if "EPYC" in cpu_model() else "cpu-xeon-2core"  # the dirs of earlier tables
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / default_dir)
+    parser.add_argument("--stem", default="compile_step", help="output file names: <stem>.md, <stem>.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = run(args.models, args.batch, args.img_size, args.rounds, args.device, args.out_dir)
-    print(markdown(results, args, one_line(describe(args.device))))
+    run(args.models, args.batch, args.img_size, args.rounds, args.device, args.out_dir, stem=args.stem)
+    print((args.out_dir / f"{args.stem}.md").read_text())
 
 
 if __name__ == "__main__":

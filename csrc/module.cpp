@@ -1,8 +1,180 @@
-// The Python module swishkernels._C is empty: importing it loads this library, whose static
-// initialisers (TORCH_LIBRARY in ops.cpp) register the ops under torch.ops.swishkernels.
+// The Python module swishkernels._C. Importing it loads this library, whose static initialisers
+// (TORCH_LIBRARY in ops.cpp) register the ops under torch.ops.swishkernels.
+//
+// It also holds the fast entry of sk.swish / sk.mish and of the modules' forward
+// (swishkernels/functional.py): a 64-element activation is Python and dispatch overhead, and the
+// boxed call of a torch.ops op (arguments parsed against the schema into a stack of IValues) costs
+// more than the whole of F.silu's binding. These functions take the tensor through the CPython API
+// and call the op through its typed dispatcher handle: the dispatcher still runs every layer
+// (autograd, autocast, Python dispatch modes, the JIT tracer), only the boxing is skipped.
+// They answer None, and the Python caller takes its checked path, whenever anything beyond a plain
+// eager call is going on: not exactly a torch.Tensor (subclasses have __torch_function__), a
+// __torch_function__ mode, a torch.func transform, forward-mode AD, the JIT tracer (ONNX export),
+// $SWISHKERNELS_BACKEND set, a device whose default backend is not this extension (Python enables
+// each device type once it has resolved that; functional.py), or a dtype or layout the op refuses
+// (so every error keeps the wording of the Python layer). torch.compile never calls them:
+// functional.py tests torch.compiler.is_compiling() first.
 #include <Python.h>
 
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/forward_grad.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "activations.h"
+#include "op_handles.h"
+
+namespace swishkernels {
+namespace {
+
+// Device types on which the default backend is this extension (set from Python).
+bool fast_cpu = false;
+bool fast_cuda = false;
+
+// Below this many elements the call holds the GIL (releasing and taking it back costs more than
+// the kernel); above, it releases it like PyTorch's own bindings, so other Python threads run.
+constexpr int64_t kReleaseGilNumel = 32768;
+
+bool is_supported_dtype(c10::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
+         dtype == at::kDouble;
+}
+
+// The tensor when the fast entry applies to `obj`, else nullptr (see the file comment).
+const at::Tensor* plain_call(PyObject* obj) {
+  if (!THPVariable_CheckExact(obj) || at::impl::torch_function_mode_enabled()) {
+    return nullptr;
+  }
+  if (c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) ||
+      torch::autograd::ForwardADLevel::has_any_level() || torch::jit::tracer::isTracing()) {
+    return nullptr;
+  }
+  const char* requested = std::getenv("SWISHKERNELS_BACKEND");
+  if (requested != nullptr && requested[0] != '\0') {
+    return nullptr;
+  }
+  const at::Tensor& x = THPVariable_Unpack(obj);
+  const c10::DeviceType device = x.device().type();
+  const bool enabled = device == c10::DeviceType::CPU ? fast_cpu
+                       : device == c10::DeviceType::CUDA ? fast_cuda
+                                                         : false;
+  if (!enabled || x.layout() != at::kStrided || !is_supported_dtype(x.scalar_type())) {
+    return nullptr;
+  }
+  return &x;
+}
+
+at::Tensor call_forward(Activation act, const at::Tensor& x) {
+  if (x.numel() >= kReleaseGilNumel) {
+    pybind11::gil_scoped_release no_gil;
+    return forward_op(act).call(x);
+  }
+  return forward_op(act).call(x);
+}
+
+void call_forward_inplace(Activation act, at::Tensor& x) {
+  if (x.numel() >= kReleaseGilNumel) {
+    pybind11::gil_scoped_release no_gil;
+    return forward_inplace_op(act).call(x);
+  }
+  forward_inplace_op(act).call(x);
+}
+
+// fn(x): f(x), or None when the fast entry does not apply.
+template <Activation act>
+PyObject* forward(PyObject* /*module*/, PyObject* obj) {
+  HANDLE_TH_ERRORS
+  const at::Tensor* x = plain_call(obj);
+  if (x == nullptr) {
+    Py_RETURN_NONE;
+  }
+  return THPVariable_Wrap(call_forward(act, *x));
+  END_HANDLE_TH_ERRORS
+}
+
+// fn(x, inplace): what the module forms do (functional.activate): f(x) written into x when inplace
+// is True and autograd will not need x; otherwise out of place. None when the fast entry does not
+// apply.
+template <Activation act>
+PyObject* activate(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "activate(x, inplace) takes 2 arguments");
+    return nullptr;
+  }
+  const at::Tensor* x = plain_call(args[0]);
+  if (x == nullptr) {
+    Py_RETURN_NONE;
+  }
+  const int inplace = PyObject_IsTrue(args[1]);
+  if (inplace < 0) {
+    return nullptr;
+  }
+  if (inplace && !(x->requires_grad() && at::GradMode::is_enabled())) {
+    call_forward_inplace(act, const_cast<at::Tensor&>(*x));
+    Py_INCREF(args[0]);
+    return args[0];
+  }
+  return THPVariable_Wrap(call_forward(act, *x));
+  END_HANDLE_TH_ERRORS
+}
+
+// _set_fast_entry(device_type: str, enabled: bool): whether calls on that device type may take
+// the fast entry (functional.py enables a device type once its default backend is this extension).
+PyObject* set_fast_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 2 || !PyUnicode_Check(args[0])) {
+    PyErr_SetString(PyExc_TypeError, "_set_fast_entry(device_type: str, enabled: bool)");
+    return nullptr;
+  }
+  const char* device = PyUnicode_AsUTF8(args[0]);
+  const int enabled = PyObject_IsTrue(args[1]);
+  if (device == nullptr || enabled < 0) {
+    return nullptr;
+  }
+  if (std::strcmp(device, "cpu") == 0) {
+    fast_cpu = enabled;
+  } else if (std::strcmp(device, "cuda") == 0) {
+    fast_cuda = enabled;
+  } else if (enabled) {
+    PyErr_Format(PyExc_ValueError, "_set_fast_entry: no fast entry for device type %s", device);
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+// _fast_entry_applies(x) -> bool: for tests, whether a call with x would take the fast entry now.
+PyObject* fast_entry_applies(PyObject* /*module*/, PyObject* obj) {
+  HANDLE_TH_ERRORS
+  return PyBool_FromLong(plain_call(obj) != nullptr);
+  END_HANDLE_TH_ERRORS
+}
+
+PyMethodDef methods[] = {
+    {"swish", forward<Activation::Swish>, METH_O, "swish(x): f(x), or None: use the checked path"},
+    {"mish", forward<Activation::Mish>, METH_O, "mish(x): f(x), or None: use the checked path"},
+    {"swish_activate", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                           activate<Activation::Swish>)),
+     METH_FASTCALL, "swish_activate(x, inplace): the module form, or None"},
+    {"mish_activate", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                          activate<Activation::Mish>)),
+     METH_FASTCALL, "mish_activate(x, inplace): the module form, or None"},
+    {"_set_fast_entry", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(set_fast_entry)),
+     METH_FASTCALL, "_set_fast_entry(device_type, enabled)"},
+    {"_fast_entry_applies", fast_entry_applies, METH_O, "_fast_entry_applies(x) -> bool"},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+}  // namespace swishkernels
+
 PyMODINIT_FUNC PyInit__C(void) {
-  static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "swishkernels._C", nullptr, -1, nullptr};
+  static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "swishkernels._C", nullptr, -1,
+                                   swishkernels::methods};
   return PyModule_Create(&module_def);
 }

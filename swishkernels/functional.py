@@ -1,11 +1,15 @@
 """Functional API: sk.swish(x), sk.mish(x), and their in-place inference forms.
 
-Per call this is the fast path of a 64-element activation, where Python dominates: when no backend is
-named (no `backend=`, no $SWISHKERNELS_BACKEND) the op set is the one resolved on the first call for that
-device type; the dtype is checked by the op itself (its error is turned into our TypeError), so a call
-costs a dict lookup and the special-path check on top of the op.
+Per call this is the fast path of a 64-element activation, where Python dominates. A plain eager call
+with no backend named goes straight into the C++ extension (swishkernels._C's fast entry, csrc/module.cpp:
+the op through its typed dispatcher handle, no boxed torch.ops call), which itself answers None whenever
+anything more is going on (a tensor subclass or __torch_function__ mode, a torch.func transform,
+forward-mode AD, jit tracing/ONNX export, $SWISHKERNELS_BACKEND, a device whose default backend is not
+the extension, a dtype the op refuses). Those calls, torch.compile (which must see the torch.ops op) and
+calls naming a backend take the checked path below: the op set of the backend rule (resolved once per
+device type when none is named), the special paths, the op's errors as our TypeError.
 """
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -14,6 +18,29 @@ from . import _layout, backends, ops, special_paths
 # (activation, device type) -> the op set a call with no backend named runs: resolved once per device type.
 _DEFAULT_OPS: Dict[Tuple[str, str], ops.OpSet] = {}
 _CPU_DEFAULT_OPS: Dict[str, ops.OpSet] = {}  # the same for CPU tensors, found without building a torch.device
+_EXTENSION_BACKENDS = ("cpu", "cuda")
+
+# torch.compile sees this as a constant True and never traces the fast entry (a C function it cannot trace).
+_is_compiling = torch.compiler.is_compiling
+
+
+def no_fast_entry(*args) -> None:
+    return None
+
+
+if backends.EXTENSION_ERROR is None:
+    from . import _C
+    FAST: Dict[str, Callable] = {"swish": _C.swish, "mish": _C.mish}
+    FAST_ACTIVATE: Dict[str, Callable] = {"swish": _C.swish_activate, "mish": _C.mish_activate}
+    _set_fast_entry: Callable[[str, bool], None] = _C._set_fast_entry
+else:  # no extension: every call takes the checked path
+    FAST = {"swish": no_fast_entry, "mish": no_fast_entry}
+    FAST_ACTIVATE = dict(FAST)
+
+    def _set_fast_entry(device_type: str, enabled: bool) -> None:
+        pass
+
+_fast_swish, _fast_mish = FAST["swish"], FAST["mish"]
 
 
 def _ops_for(x: torch.Tensor, activation: str, backend: Optional[str]) -> ops.OpSet:
@@ -33,9 +60,12 @@ def _op_set(x: torch.Tensor, activation: str, backend: Optional[str]) -> ops.OpS
         return _DEFAULT_OPS[activation, x.device.type]
     except (KeyError, AttributeError):  # the first call on this device type, or not a tensor
         op_set = _ops_for(x, activation, None)  # raises for a non-tensor or an unsupported dtype
-        _DEFAULT_OPS[activation, x.device.type] = op_set
+        device_type = x.device.type
+        _DEFAULT_OPS[activation, device_type] = op_set
         if x.is_cpu:
             _CPU_DEFAULT_OPS[activation] = op_set
+        if device_type in _EXTENSION_BACKENDS and backends.resolve(None, x.device) in _EXTENSION_BACKENDS:
+            _set_fast_entry(device_type, True)  # the default here is the extension: plain calls go straight in
         return op_set
 
 
@@ -53,11 +83,19 @@ def _forward(x: torch.Tensor, activation: str, backend: Optional[str]) -> torch.
 
 def swish(x: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
     """x * sigmoid(x), saving only x for backward."""
+    if backend is None and not _is_compiling():
+        y = _fast_swish(x)
+        if y is not None:
+            return y
     return _forward(x, "swish", backend)
 
 
 def mish(x: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
     """x * tanh(softplus(x)), saving only x for backward."""
+    if backend is None and not _is_compiling():
+        y = _fast_mish(x)
+        if y is not None:
+            return y
     return _forward(x, "mish", backend)
 
 
@@ -66,6 +104,10 @@ def activate(x: torch.Tensor, activation: str, inplace: bool, backend: Optional[
     under autograd would have to keep a copy of x anyway, so it is computed out of place).
     Under torch.func transforms, forward-mode AD and ONNX export the call leaves the fast path
     (special_paths.py) and is computed out of place."""
+    if backend is None and not _is_compiling():
+        y = FAST_ACTIVATE[activation](x, inplace)
+        if y is not None:
+            return y
     op_set = _op_set(x, activation, backend)
     if special_paths.special_path():
         _layout.check_dtype(x, activation)

@@ -6,9 +6,18 @@ import torch.nn as nn
 
 from . import functional, scripting
 
+_is_compiling = functional._is_compiling  # torch.compiler.is_compiling: a constant True to torch.compile
+
 
 class _Activation(nn.Module):
     activation = ""
+    # The fast entry of the activation (functional.py), set per subclass from its `activation`: a class
+    # attribute, so modules pickled before it existed still load. None from it means: take functional.activate.
+    _fast_activate = staticmethod(functional.no_fast_entry)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._fast_activate = staticmethod(functional.FAST_ACTIVATE.get(cls.activation, functional.no_fast_entry))
 
     def __init__(self, inplace: bool = False, backend: Optional[str] = None):
         super().__init__()
@@ -20,6 +29,10 @@ class _Activation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch (scripting.py)
             return scripting.activate(x, self.activation, self.inplace, self._script_backend)
+        if self.backend is None and not _is_compiling():  # functional.activate's fast entry, inlined
+            y = self._fast_activate(x, self.inplace)
+            if y is not None:
+                return y
         return functional.activate(x, self.activation, self.inplace, self.backend)
 
     def __prepare_scriptable__(self):

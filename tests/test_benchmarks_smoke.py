@@ -222,3 +222,20 @@ def test_cpu_bn_swish_speed_runs_at_tiny_size():
     assert {(r[0], r[2], r[3]) for r in rows} == {(m, layout, d) for m in ("train", "eval")
                                                    for layout in ("nchw", "channels_last")
                                                    for d in ("float32", "bfloat16")}
+
+
+# ---- the per-call cost script --------------------------------------------------------------------------------
+
+def test_per_call_cost_table_has_both_activations_and_module_ratios():
+    import per_call_cost
+    table = per_call_cost.paths()
+    for name in ("F.silu", "nn.SiLU()", "sk.swish", "sk.Swish()", "F.mish", "nn.Mish()", "sk.mish", "sk.Mish()"):
+        assert name in table, name
+    assert per_call_cost.peers_of("sk.Mish()", table) == ("F.mish", "nn.Mish()")
+    assert per_call_cost.peers_of("sk.swish", table) == ("F.silu",)
+    counts = {name: 1000.0 for name in table}
+    counts.update({"F.mish": 800.0, "nn.Mish()": 900.0, "sk.Mish()": 1080.0})
+    wall = {name: (1.0, {peer: 1.0 for peer in per_call_cost.peers_of(name, table)}) for name in table}
+    text = per_call_cost.markdown(64, {"no-grad forward": wall}, {"no-grad forward": counts})
+    row = next(line for line in text.splitlines() if line.startswith("| sk.Mish() |"))
+    assert row.split("|")[5:8] == [" 1,080 ", " 1.35 ", " 1.20 "]  # instructions, to F.mish, to nn.Mish()

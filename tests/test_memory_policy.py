@@ -8,13 +8,18 @@ checks use the "aot_eager_decomp_partition" backend: Inductor's decompositions a
 partitioner (the part that decides what is kept), without Inductor's code generation, which costs 20 s a
 model here; test_compile_fused.py compiles one model with Inductor itself.
 """
+import collections
 import copy
+import functools
 
 import pytest
 import torch
 import torch._dynamo
 import torch._dynamo.testing
 import torch.nn as nn
+from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+from torch._dynamo.backends.common import aot_autograd
+from torch._inductor.compile_fx import select_decomp_table
 
 import swishkernels as sk
 from helpers import randn, saved_by_graph
@@ -134,3 +139,69 @@ def test_compiled_policy_fullgraph_one_tensor_per_block(activation, gen):
     # Kept for backward: the input and the three block conv outputs, nothing else of batch size.
     expected = sorted([x.untyped_storage().nbytes(), *conv_output_bytes(plain, x)])
     assert batch_sized(compiled(x), model) == expected
+
+
+def partitioned_graphs(model, x):
+    """The forward and backward graphs torch.compile(model, fullgraph=True) partitions one step into, with
+    Inductor's decompositions and min-cut partitioner (aot_eager_decomp_partition, graphs kept)."""
+    graphs = {}
+
+    def keeping(kind):
+        def compiler(gm, example_inputs):
+            graphs[kind] = gm
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    def backend(gm, example_inputs):
+        return aot_autograd(fw_compiler=keeping("forward"), bw_compiler=keeping("backward"),
+                            decompositions=select_decomp_table(),
+                            partition_fn=functools.partial(min_cut_rematerialization_partition,
+                                                           compiler="inductor"))(gm, example_inputs)
+    torch._dynamo.reset()
+    torch.compile(model, fullgraph=True, backend=backend)(x).sum().backward()
+    return graphs["forward"], graphs["backward"]
+
+
+def backward_ops_and_saved(model, x):
+    """(Counter of the backward graph's ops, Counter of (shape, dtype) of the tensors it takes from forward
+    other than the graph's inputs (parameters, buffers, x): what the partitioner chose to keep)."""
+    _, backward = partitioned_graphs(model, x)
+    ops = collections.Counter(str(node.target) for node in backward.graph.nodes if node.op == "call_function")
+    saved = collections.Counter(
+        (tuple(node.meta["val"].shape), node.meta["val"].dtype) for node in backward.graph.nodes
+        if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor)
+        and not node.name.startswith(("primals", "tangents")))
+    return ops, saved
+
+
+def pooling_cnn() -> nn.Module:
+    """Conv-BN-SiLU, two overlapping 5x5 stride-1 max pools in a chain (YOLO's SPPF), Conv-BN-SiLU, a 2x2
+    stride-2 max pool, Conv-BN-SiLU, a 1x1 head; float64."""
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.SiLU()]
+    torch.manual_seed(0)
+    return nn.Sequential(*block(3, 8), nn.MaxPool2d(5, 1, 2), nn.MaxPool2d(5, 1, 2), *block(8, 8),
+                         nn.MaxPool2d(2, 2), *block(8, 8), nn.Conv2d(8, 4, 1)).double()
+
+
+def test_compiled_policy_keeps_statistics_and_overlapping_pool_offsets(gen):
+    # Under compile the policy leaves BatchNorm (and reductions) and overlapping max pools to the
+    # partitioner: backward takes each BatchNorm's per-channel mean and rstd from forward instead of
+    # recomputing them (no var_mean in backward: that was a second pass over every conv output), and each
+    # overlapping pool's 1-byte offsets instead of recomputing a windowed argmax (on yolov8n's SPPF that
+    # cost 1.1x compile's step). The non-overlapping 2x2 pool is still recomputed (one pass, keeps nothing).
+    model = pooling_cnn()
+    x = randn(BATCH, 3, SIDE, SIDE, dtype=torch.float64, gen=gen)
+    ops, saved = backward_ops_and_saved(sk.memory_policy(copy.deepcopy(model)), x)
+    assert ops["aten.var_mean.correction"] == 0
+    assert ops["prims._low_memory_max_pool_with_offsets.default"] == 1  # the 2x2 pool, recomputed
+    f64 = torch.float64
+    full, half = (BATCH, 8, SIDE, SIDE), (BATCH, 8, SIDE // 2, SIDE // 2)
+    assert saved == {(full, f64): 3,  # two block conv outputs, and the first pool's output (the second reads it)
+                     (half, f64): 1,  # the last block's conv output
+                     (full, torch.int8): 2,  # the overlapping pools' offsets
+                     ((1, 8, 1, 1), f64): 6}  # mean and rstd of each BatchNorm
+    # The tiny CNN (no pools): the three conv outputs and the statistics, nothing else.
+    ops, saved = backward_ops_and_saved(sk.memory_policy(tiny_cnn(nn.SiLU)), x)
+    assert ops["aten.var_mean.correction"] == 0
+    assert saved == {(full, f64): 3, ((1, 8, 1, 1), f64): 6}

@@ -98,6 +98,8 @@ def extension_and_cmdclass():
         os.path.join(CSRC, "autograd.cpp"),
         os.path.join(CSRC, "cpu", "device_kernels.cpp"),
         os.path.join(CSRC, "bn_swish_ops.cpp"),
+        os.path.join(CSRC, "bn_swish_layer.cpp"),
+        os.path.join(CSRC, "bn_swish_autograd.cpp"),
         os.path.join(CSRC, "cpu", "bn_swish.cpp"),
         *VEC_KERNELS,  # the DEFAULT copies
     ]

@@ -14,27 +14,16 @@
 #include <tuple>
 #include <vector>
 
-#include "cpu/bn_swish.h"
-#include "op_checks.h"
+#include "bn_op_helpers.h"
 
 namespace swishkernels {
 namespace {
 
 using cpu::bn::Geometry;
 
-at::Tensor dense(const char* op, const at::Tensor& x) {
-  check_dtype(op, x);
-  TORCH_CHECK(x.dim() >= 2, op, ": expected x with channels in dim 1, got shape ", x.sizes());
-  return x.is_non_overlapping_and_dense() ? x : x.contiguous();
-}
-
-// Same as swishkernels._layout.channel_geometry.
-Geometry geometry(const at::Tensor& x) {
-  const int64_t channels = x.size(1);
-  const int64_t positions = channels ? x.numel() / channels : 0;
-  const int64_t inner = channels > 1 ? x.stride(1) : positions;
-  return Geometry{inner ? positions / inner : 0, channels, inner};
-}
+using bn_ops::dense;
+using bn_ops::geometry;
+using bn_ops::grad_like;
 
 // Contiguous (C,) vectors in the dtype of the first, which must be float32 or float64.
 std::vector<at::Tensor> per_channel(const char* op, const at::Tensor& x,
@@ -51,20 +40,6 @@ std::vector<at::Tensor> per_channel(const char* op, const at::Tensor& x,
     out.push_back(t.to(dtype).contiguous());
   }
   return out;
-}
-
-at::Tensor grad_like(const char* op, const at::Tensor& grad_output, const at::Tensor& x) {
-  TORCH_CHECK(grad_output.device() == x.device(), op, ": grad_output is on ",
-              grad_output.device(), " but x is on ", x.device());
-  TORCH_CHECK(grad_output.sizes() == x.sizes(), op, ": grad_output has shape ",
-              grad_output.sizes(), " but x has shape ", x.sizes());
-  if (grad_output.scalar_type() == x.scalar_type() &&
-      grad_output.is_non_overlapping_and_dense() && grad_output.strides() == x.strides()) {
-    return grad_output;
-  }
-  at::Tensor grad = at::empty_like(x);
-  grad.copy_(grad_output);
-  return grad;
 }
 
 at::Tensor channel_output(const at::Tensor& x, const at::Tensor& like) {

@@ -14,11 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from . import _layout, bn_swish_ops, fused_pair, special_paths
+from . import _layout, backends, bn_swish_ops, fused_pair, special_paths
 
 
 class BatchNormActFunction(torch.autograd.Function):
-    """average_factor: the running statistics' update factor, None for a cumulative average (1 / counter after
+    """The fused layer on the triton and reference backends (the cpu backend runs one C++ op per direction,
+    bn_swish_ops.LAYER_OPS, with the same numbers and saved tensors).
+    average_factor: the running statistics' update factor, None for a cumulative average (1 / counter after
     its increment); counter (num_batches_tracked, optional) is incremented with the running statistics.
     The per-channel work is the op set's finish_stats/finish_backward: in kernels on the Triton backend."""
 
@@ -149,27 +151,51 @@ class _FusedBatchNormAct2d(nn.BatchNorm2d):
     def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
         return nn.BatchNorm2d.forward(self, x)
 
+    def _backend_name(self, device: torch.device) -> str:
+        """The backend running this layer on `device`, resolved once per (requested backend, device): a new
+        `layer.backend`, $SWISHKERNELS_BACKEND or device resolves again (and raises if it cannot run)."""
+        requested = backends.requested(self.backend)
+        cached = self.__dict__.get("_sk_resolved")
+        if cached is not None and cached[0] == requested and cached[1] == device:
+            return cached[2]
+        name = bn_swish_ops.resolve_name(self.backend, device)
+        self.__dict__["_sk_resolved"] = (requested, device, name)  # plain values: deepcopy and pickle keep working
+        return name
+
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         if special_paths.batch_norm_special_path():  # torch.compile, torch.func, forward AD, ONNX, jit.trace
             return self._pytorch_forward(x)  # PyTorch's ops
-        self._check_input_dim(x)
-        _layout.check_dtype(x, type(self).__name__)
+        # The checks, each paid in full only when it fails (one comparison otherwise).
+        if x.dim() != 4:
+            self._check_input_dim(x)  # raises for nn.BatchNorm2d's rule; SyncBatchNorm subclasses take >= 2-D
+        if x.dtype not in _layout.SUPPORTED_DTYPES:
+            _layout.check_dtype(x, type(self).__name__)
+        params, buffers = self._parameters, self._buffers  # not through nn.Module.__getattr__ (5 lookups a call)
+        weight, bias = params["weight"], params["bias"]
+        running_mean, running_var = buffers["running_mean"], buffers["running_var"]
+        training = self.training
+        use_batch_stats = training or (running_mean is None and running_var is None)
+        channels = x.size(1)
+        if channels != self.num_features or (use_batch_stats and not (self.eps > 0 and x.numel() >= 2 * channels)):
+            self._check_input(x, use_batch_stats)
         # Running-statistics bookkeeping as nn.BatchNorm2d.forward does it, but the counter's increment (and,
-        # with momentum=None, the cumulative factor 1 / count) happens in finish_stats: no extra launch.
-        average_factor = 0.0 if self.momentum is None else self.momentum
-        counter = None
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            counter = self.num_batches_tracked
-            average_factor = self.momentum
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        self._check_input(x, use_batch_stats)
-        update_running = not self.training or self.track_running_stats
-        ops = bn_swish_ops.resolve(self.backend, x.device, self.activation)
-        y, scale, shift = BatchNormActFunction.apply(
-            x, self.weight, self.bias,
-            self.running_mean if update_running else None, self.running_var if update_running else None,
-            use_batch_stats, average_factor, self.eps, ops, counter)
+        # with momentum=None, the cumulative factor 1 / count) happens in the op: no extra launch.
+        counter = buffers.get("num_batches_tracked") if training and self.track_running_stats else None
+        average_factor = self.momentum if counter is not None or self.momentum is not None else 0.0
+        if training and not self.track_running_stats:
+            running_mean = running_var = None
+        name = self._backend_name(x.device)
+        layer_ops = bn_swish_ops.LAYER_OPS.get(self.activation) if name == "cpu" else None
+        if layer_ops is not None:  # one C++ op, differentiated in C++
+            y, _, _, scale, shift = layer_ops[0](x, weight, bias, running_mean, running_var, counter,
+                                                 average_factor, self.eps, use_batch_stats)
+            ops = None
+        else:
+            ops = bn_swish_ops._OPS[name][self.activation]
+            y, scale, shift = BatchNormActFunction.apply(x, weight, bias, running_mean, running_var,
+                                                         use_batch_stats, average_factor, self.eps, ops, counter)
         if self.recompute and y.requires_grad and not torch.compiler.is_compiling():
+            ops = ops or bn_swish_ops._OPS[name][self.activation]
             record_recomputable(y, ops.forward, _layout.dense(x), scale, shift)
         return y
 

@@ -337,17 +337,58 @@ def _extension_ops() -> Dict[str, BnOpSet]:
     return sets
 
 
+# The fused layer's ops of the cpu backend (csrc/bn_swish_layer.cpp), one forward and one backward per activation:
+#   bn_{act}_layer_forward(x, weight, bias, running_mean, running_var, counter, momentum, eps, batch_stats)
+#       -> (y, mean, invstd, scale, shift)        finish_stats + forward in one op, autograd in C++
+#   bn_{act}_layer_backward(dy, x, weight, bias, mean, invstd, batch_stats, output_mask)
+#       -> (grad_input, grad_weight, grad_bias)   finish_backward + backward_input; None where the mask says no
+LAYER_OPS: Dict[str, Tuple[Callable, Callable]] = {}
+
+
+def _fake_layer_forward(x, weight, bias, running_mean, running_var, counter, momentum, eps, batch_stats):
+    _layout.check_dtype(x, "bn_layer_forward")
+    per_channel = [torch.empty((x.size(1),), dtype=_acc_dtype(x), device=x.device) for _ in range(4)]
+    return (torch.empty_like(_layout.dense(x)), *per_channel)
+
+
+def _fake_layer_backward(grad_output, x, weight, bias, mean, invstd, batch_stats, output_mask):
+    def channel_grad(param):
+        return torch.empty((x.size(1),), dtype=mean.dtype if param is None else param.dtype, device=x.device)
+
+    return (torch.empty_like(_layout.dense(x)) if output_mask[0] else None,
+            channel_grad(weight) if output_mask[1] else None, channel_grad(bias) if output_mask[2] else None)
+
+
+def _extension_layer_ops() -> Dict[str, Tuple[Callable, Callable]]:
+    namespace = torch.ops.swishkernels
+    layer_ops = {}
+    for activation in ACTIVATIONS:
+        forward = getattr(namespace, f"bn_{activation}_layer_forward").default
+        backward = getattr(namespace, f"bn_{activation}_layer_backward").default
+        torch.library.register_fake(forward, _fake_layer_forward)
+        torch.library.register_fake(backward, _fake_layer_backward)
+        layer_ops[activation] = (forward, backward)
+    return layer_ops
+
+
 if backends.EXTENSION_ERROR is None and hasattr(torch.ops.swishkernels, "bn_mish_forward"):
     _OPS["cpu"] = _extension_ops()
+    if hasattr(torch.ops.swishkernels, "bn_mish_layer_forward"):
+        LAYER_OPS.update(_extension_layer_ops())
 
 
-def resolve(backend: Optional[str], device: torch.device, activation: str = "swish") -> BnOpSet:
-    """Ops for the chosen backend. Automatic choice skips backends without fused BatchNorm kernels;
-    a named one without them is an error, as with the activations."""
+def resolve_name(backend: Optional[str], device: torch.device) -> str:
+    """The backend whose fused BatchNorm ops run: automatic choice skips backends without fused BatchNorm
+    kernels; a named one without them is an error, as with the activations."""
     name = backends.resolve(backend, device)
     if name in _OPS:
-        return _OPS[name][activation]
+        return name
     if backends.requested(backend) is not None:
         raise RuntimeError(f"swishkernels: the {name} backend has no fused BatchNorm kernels; "
                            f"use one of {[b for b in _OPS if b in backends.available_backends(device.type)]}")
-    return _OPS[next(b for b in backends.available_backends(device.type) if b in _OPS)][activation]
+    return next(b for b in backends.available_backends(device.type) if b in _OPS)
+
+
+def resolve(backend: Optional[str], device: torch.device, activation: str = "swish") -> BnOpSet:
+    """Ops for the chosen backend (resolve_name)."""
+    return _OPS[resolve_name(backend, device)][activation]

@@ -258,6 +258,7 @@ def unfuse_bn_swish(model: nn.Module) -> int:
             module.__class__ = original
             del module.backend, module.recompute
             module.__dict__.pop("fused_pair", None)
+            module.__dict__.pop("_sk_resolved", None)  # the fused layer's backend cache (bn_swish.py)
             restored += 1
     return restored
 

@@ -96,11 +96,12 @@ void prepare(Prepared& p, Activation f, const at::Tensor& x, const at::Tensor* g
 // out0[c], out1[c] = the two sums of channel c over the tensor. The spans, and so every partial
 // sum, depend only on the shape, and partials are combined in a fixed order: the result does not
 // depend on the number of threads.
-void reduce_per_channel(Reduce kind, const Args& args, const Geometry& g, const at::Tensor& out0,
-                        const at::Tensor& out1) {
+void reduce_per_channel(Reduce kind, const Args& args, const Geometry& g, double* total0,
+                        double* total1) {
   const ReduceFn fn = kernels().reduce;
   const int64_t C = g.channels;
-  std::vector<double> total0(C, 0.0), total1(C, 0.0);
+  std::fill(total0, total0 + C, 0.0);
+  std::fill(total1, total1 + C, 0.0);
   if (g.inner >= kLongRow) {
     // Pieces of at most kChunk elements of one row: one partial each.
     const int64_t pieces = ceil_div(g.inner, kChunk);
@@ -141,6 +142,13 @@ void reduce_per_channel(Reduce kind, const Args& args, const Geometry& g, const 
       }
     }
   }
+}
+
+// The two sums into (C,) tensors of the per-channel dtype.
+void reduce_into(Reduce kind, const Args& args, const Geometry& g, const at::Tensor& out0,
+                 const at::Tensor& out1) {
+  std::vector<double> total0(g.channels), total1(g.channels);
+  reduce_per_channel(kind, args, g, total0.data(), total1.data());
   if (out0.scalar_type() == at::kDouble) {
     std::copy(total0.begin(), total0.end(), out0.data_ptr<double>());
     std::copy(total1.begin(), total1.end(), out1.data_ptr<double>());
@@ -150,6 +158,17 @@ void reduce_per_channel(Reduce kind, const Args& args, const Geometry& g, const 
     std::transform(total1.begin(), total1.end(), out1.data_ptr<float>(),
                    [](double v) { return static_cast<float>(v); });
   }
+}
+
+Args raw_args(Activation f, const at::Tensor& x, const at::Tensor* grad_output, void* out,
+              std::initializer_list<const void*> per_channel, const Geometry& g) {
+  Args args{x.scalar_type(), f, g.channels, g.inner, x.const_data_ptr(),
+            grad_output ? grad_output->const_data_ptr() : nullptr, out, {}};
+  int i = 0;
+  for (const void* p : per_channel) {
+    args.per_channel[i++] = p;
+  }
+  return args;
 }
 
 // The elementwise passes, in parallel; every element is computed the same way wherever the pieces
@@ -188,7 +207,7 @@ void stats(const at::Tensor& x_in, const at::Tensor& shift, const at::Tensor& fa
   const at::Tensor x = in_storage(x_in, storage_for(x_in, shift.scalar_type()));
   Prepared p;
   prepare(p, Activation::Swish, x, nullptr, nullptr, {&shift, &factor}, g);
-  reduce_per_channel(Reduce::Stats, p.args, g, sum, sumsq);
+  reduce_into(Reduce::Stats, p.args, g, sum, sumsq);
 }
 
 void forward(Activation f, const at::Tensor& x_in, const at::Tensor& scale,
@@ -212,7 +231,7 @@ void backward_reduce(Activation f, const at::Tensor& grad_output, const at::Tens
   const at::Tensor dy = in_storage(grad_output, storage);
   Prepared p;
   prepare(p, f, x, &dy, nullptr, {&scale, &shift, &mean}, g);
-  reduce_per_channel(Reduce::Backward, p.args, g, sum_dz, sum_dz_xmu);
+  reduce_into(Reduce::Backward, p.args, g, sum_dz, sum_dz_xmu);
 }
 
 void backward_input(Activation f, const at::Tensor& grad_output, const at::Tensor& x_in,
@@ -229,6 +248,32 @@ void backward_input(Activation f, const at::Tensor& grad_output, const at::Tenso
   if (!out.is_same(grad_input)) {
     grad_input.copy_(out);
   }
+}
+
+void stats_raw(const at::Tensor& x, const void* shift, const void* factor, const Geometry& g,
+               double* sum, double* sumsq) {
+  reduce_per_channel(Reduce::Stats, raw_args(Activation::Swish, x, nullptr, nullptr, {shift, factor}, g),
+                     g, sum, sumsq);
+}
+
+void forward_raw(Activation f, const at::Tensor& x, const void* scale, const void* shift,
+                 const Geometry& g, const at::Tensor& y) {
+  map_all(Map::Forward, raw_args(f, x, nullptr, y.data_ptr(), {scale, shift}, g), g);
+}
+
+void backward_reduce_raw(Activation f, const at::Tensor& grad_output, const at::Tensor& x,
+                         const void* scale, const void* shift, const void* mean, const Geometry& g,
+                         double* sum_dz, double* sum_dz_xmu) {
+  reduce_per_channel(Reduce::Backward, raw_args(f, x, &grad_output, nullptr, {scale, shift, mean}, g),
+                     g, sum_dz, sum_dz_xmu);
+}
+
+void backward_input_raw(Activation f, const at::Tensor& grad_output, const at::Tensor& x,
+                        const void* const per_channel[5], const Geometry& g,
+                        const at::Tensor& grad_input) {
+  const void* const* p = per_channel;
+  map_all(Map::BackwardInput,
+          raw_args(f, x, &grad_output, grad_input.data_ptr(), {p[0], p[1], p[2], p[3], p[4]}, g), g);
 }
 
 }  // namespace swishkernels::cpu::bn

@@ -36,4 +36,20 @@ void backward_input(Activation f, const at::Tensor& grad_output, const at::Tenso
                     const at::Tensor& coef_z, const at::Tensor& coef_0, const Geometry& g,
                     const at::Tensor& grad_input);
 
+// The same passes with per-channel values as raw arrays (the fused layer's ops, bn_swish_layer.cpp,
+// finish the statistics in plain loops and make no per-channel tensors). The math type is implied by
+// x: double for double x, float otherwise; each array holds C values zero-padded to a multiple of
+// kChannelPad (bn_vec_kernels.h). Sums are written as C doubles.
+void stats_raw(const at::Tensor& x, const void* shift, const void* factor, const Geometry& g,
+               double* sum, double* sumsq);
+void forward_raw(Activation f, const at::Tensor& x, const void* scale, const void* shift,
+                 const Geometry& g, const at::Tensor& y);
+void backward_reduce_raw(Activation f, const at::Tensor& grad_output, const at::Tensor& x,
+                         const void* scale, const void* shift, const void* mean, const Geometry& g,
+                         double* sum_dz, double* sum_dz_xmu);
+// per_channel: scale, shift, coef_dz, coef_z, coef_0.
+void backward_input_raw(Activation f, const at::Tensor& grad_output, const at::Tensor& x,
+                        const void* const per_channel[5], const Geometry& g,
+                        const at::Tensor& grad_input);
+
 }  // namespace swishkernels::cpu::bn

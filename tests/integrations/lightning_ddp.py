@@ -64,6 +64,11 @@ def main(out: Path) -> None:
     trainer.fit(module)
     torch.save({"state": module.model.state_dict(), "trained_with": sorted(module.trained_with)},
                out / f"rank{trainer.global_rank}.pt")
+    # Lightning leaves the gloo group up; torn down by interpreter exit, its threads sometimes abort the process
+    # ("terminate called without an active exception", seen once in a CI run). Close it in order instead.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -126,6 +126,110 @@ PyObject* activate(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs
   END_HANDLE_TH_ERRORS
 }
 
+// The module forms' call (swishkernels/modules.py: Swish.__call__): nn.Module.__call__ would run
+// two Python frames of hook checks before forward; when there is nothing to run but forward, this
+// does the same checks in C and then what forward does. None whenever anything more could happen:
+// a hook on the module or a global one, Module.compile(), a forward set on the instance, a backend
+// named on the module, an attribute missing (another torch version's nn.Module), and everything
+// plain_call refuses.
+PyObject* global_hook_dicts[4] = {nullptr, nullptr, nullptr, nullptr};
+
+bool is_empty_dict(PyObject* d) {
+  return d != nullptr && PyDict_Check(d) && PyDict_GET_SIZE(d) == 0;
+}
+
+// true when the module would only run forward; -1 on a Python error.
+int only_forward_would_run(PyTypeObject* type, PyObject* dict) {
+  static PyObject* names[4] = {
+      PyUnicode_InternFromString("_forward_hooks"), PyUnicode_InternFromString("_forward_pre_hooks"),
+      PyUnicode_InternFromString("_backward_hooks"),
+      PyUnicode_InternFromString("_backward_pre_hooks")};
+  static PyObject* compiled = PyUnicode_InternFromString("_compiled_call_impl");
+  static PyObject* forward_name = PyUnicode_InternFromString("forward");
+  static PyObject* backend = PyUnicode_InternFromString("backend");
+  for (PyObject* global : global_hook_dicts) {
+    if (!is_empty_dict(global)) {
+      return 0;
+    }
+  }
+  for (PyObject* name : names) {
+    if (!is_empty_dict(PyDict_GetItemWithError(dict, name))) {
+      return PyErr_Occurred() ? -1 : 0;
+    }
+  }
+  if (PyDict_GetItemWithError(dict, backend) != Py_None) {
+    return PyErr_Occurred() ? -1 : 0;
+  }
+  // Module.compile() sets _compiled_call_impl on the instance; nn.Module's class default is None.
+  PyObject* compiled_call = PyDict_GetItemWithError(dict, compiled);
+  if (compiled_call == nullptr && !PyErr_Occurred()) {
+    compiled_call = _PyType_Lookup(type, compiled);
+  }
+  if (compiled_call != Py_None) {
+    return PyErr_Occurred() ? -1 : 0;
+  }
+  if (PyDict_GetItemWithError(dict, forward_name) != nullptr) {
+    return 0;
+  }
+  return PyErr_Occurred() ? -1 : 1;
+}
+
+// fn(module, x): module(x) for a Swish/Mish module when only its forward would run, else None.
+template <Activation act>
+PyObject* module_call(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "module_call(module, x) takes 2 arguments");
+    return nullptr;
+  }
+  const at::Tensor* x = plain_call(args[1]);
+  if (x == nullptr) {
+    Py_RETURN_NONE;
+  }
+  PyObject* dict = PyObject_GenericGetDict(args[0], nullptr);
+  if (dict == nullptr) {
+    return nullptr;
+  }
+  const int plain = only_forward_would_run(Py_TYPE(args[0]), dict);
+  static PyObject* inplace_name = PyUnicode_InternFromString("inplace");
+  PyObject* inplace_value = plain == 1 ? PyDict_GetItemWithError(dict, inplace_name) : nullptr;
+  const int inplace = inplace_value == nullptr ? -1 : PyObject_IsTrue(inplace_value);
+  Py_DECREF(dict);
+  if (plain < 0 || PyErr_Occurred()) {
+    return nullptr;
+  }
+  if (plain == 0 || inplace < 0) {
+    Py_RETURN_NONE;
+  }
+  if (inplace && !(x->requires_grad() && at::GradMode::is_enabled())) {
+    call_forward_inplace(act, const_cast<at::Tensor&>(*x));
+    Py_INCREF(args[1]);
+    return args[1];
+  }
+  return THPVariable_Wrap(call_forward(act, *x));
+  END_HANDLE_TH_ERRORS
+}
+
+// _set_module_hook_dicts(d1, d2, d3, d4): torch.nn.modules.module's global hook dicts (mutated in
+// place by register_module_*_hook, never rebound), read by module_call.
+PyObject* set_module_hook_dicts(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 4) {
+    PyErr_SetString(PyExc_TypeError, "_set_module_hook_dicts takes the 4 global hook dicts");
+    return nullptr;
+  }
+  for (Py_ssize_t i = 0; i < 4; ++i) {
+    if (!PyDict_Check(args[i])) {
+      PyErr_SetString(PyExc_TypeError, "_set_module_hook_dicts: expected dicts");
+      return nullptr;
+    }
+  }
+  for (Py_ssize_t i = 0; i < 4; ++i) {
+    Py_INCREF(args[i]);
+    Py_XSETREF(global_hook_dicts[i], args[i]);
+  }
+  Py_RETURN_NONE;
+}
+
 // _set_fast_entry(device_type: str, enabled: bool): whether calls on that device type may take
 // the fast entry (functional.py enables a device type once its default backend is this extension).
 PyObject* set_fast_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
@@ -165,6 +269,15 @@ PyMethodDef methods[] = {
     {"mish_activate", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
                           activate<Activation::Mish>)),
      METH_FASTCALL, "mish_activate(x, inplace): the module form, or None"},
+    {"swish_module_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                              module_call<Activation::Swish>)),
+     METH_FASTCALL, "swish_module_call(module, x): module(x) when only forward would run, or None"},
+    {"mish_module_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                             module_call<Activation::Mish>)),
+     METH_FASTCALL, "mish_module_call(module, x): module(x) when only forward would run, or None"},
+    {"_set_module_hook_dicts", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                                   set_module_hook_dicts)),
+     METH_FASTCALL, "_set_module_hook_dicts(d1, d2, d3, d4)"},
     {"_set_fast_entry", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(set_fast_entry)),
      METH_FASTCALL, "_set_fast_entry(device_type, enabled)"},
     {"_fast_entry_applies", fast_entry_applies, METH_O, "_fast_entry_applies(x) -> bool"},

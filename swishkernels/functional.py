@@ -32,10 +32,16 @@ if backends.EXTENSION_ERROR is None:
     from . import _C
     FAST: Dict[str, Callable] = {"swish": _C.swish, "mish": _C.mish}
     FAST_ACTIVATE: Dict[str, Callable] = {"swish": _C.swish_activate, "mish": _C.mish_activate}
+    # The module forms' call (modules.py), given nn.Module's global hook dicts once: mutated in place, never rebound.
+    FAST_MODULE_CALL: Dict[str, Callable] = {"swish": _C.swish_module_call, "mish": _C.mish_module_call}
+    from torch.nn.modules import module as _nn_module
+    _C._set_module_hook_dicts(_nn_module._global_forward_hooks, _nn_module._global_forward_pre_hooks,
+                              _nn_module._global_backward_hooks, _nn_module._global_backward_pre_hooks)
     _set_fast_entry: Callable[[str, bool], None] = _C._set_fast_entry
 else:  # no extension: every call takes the checked path
     FAST = {"swish": no_fast_entry, "mish": no_fast_entry}
     FAST_ACTIVATE = dict(FAST)
+    FAST_MODULE_CALL = dict(FAST)
 
     def _set_fast_entry(device_type: str, enabled: bool) -> None:
         pass
@@ -60,6 +66,8 @@ def _op_set(x: torch.Tensor, activation: str, backend: Optional[str]) -> ops.OpS
         return _DEFAULT_OPS[activation, x.device.type]
     except (KeyError, AttributeError):  # the first call on this device type, or not a tensor
         op_set = _ops_for(x, activation, None)  # raises for a non-tensor or an unsupported dtype
+        if _is_compiling():  # traced by torch.compile, which cannot call into the extension: the next eager call caches
+            return op_set
         device_type = x.device.type
         _DEFAULT_OPS[activation, device_type] = op_set
         if x.is_cpu:

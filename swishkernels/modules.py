@@ -18,6 +18,24 @@ class _Activation(nn.Module):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls._fast_activate = staticmethod(functional.FAST_ACTIVATE.get(cls.activation, functional.no_fast_entry))
+        # module(x) in C when only forward would run; a subclass with a forward of its own never takes it.
+        cls._fast_module_call = staticmethod(functional.FAST_MODULE_CALL.get(cls.activation, functional.no_fast_entry)
+                                             if cls.forward is _Activation.forward else functional.no_fast_entry)
+
+    _fast_module_call = staticmethod(functional.no_fast_entry)
+
+    def __call__(self, *args, **kwargs):
+        """nn.Module.__call__ with a shortcut: at 64 elements a call is all Python overhead, and nn.Module's
+        call runs two Python frames of hook checks before forward. The extension does those checks and then
+        what forward does (csrc/module.cpp: module_call); it answers None, and nn.Module.__call__ runs (looked
+        up now: torch.fx patches it), whenever anything more could happen: hooks (the module's or global),
+        Module.compile(), a forward set on the instance or a subclass, a named backend, tracing, transforms,
+        modes, subclasses, torch.compile (which must see the module call)."""
+        if not kwargs and len(args) == 1 and not _is_compiling():
+            y = self._fast_module_call(self, args[0])
+            if y is not None:
+                return y
+        return nn.Module.__call__(self, *args, **kwargs)
 
     def __init__(self, inplace: bool = False, backend: Optional[str] = None):
         super().__init__()

@@ -15,13 +15,9 @@ ratios within one row set (a shared machine's load hits all alike, but not exact
 and our kernels run their AVX2 copies there, so the counts describe those copies.
 """
 import argparse
-import ctypes
 import os
-import re
-import subprocess
-import sys
-import tempfile
 
+import callgrind as callgrind_counts
 import torch
 import torch.nn.functional as F
 from timing import alternating_times, keep_freed_memory_mapped
@@ -29,11 +25,6 @@ from timing import alternating_times, keep_freed_memory_mapped
 import swishkernels  # noqa: F401  (loads the ops)
 
 OPS = torch.ops.swishkernels
-CALLGRIND_HELPER = r"""
-#include <valgrind/callgrind.h>
-void cg_zero(void) { CALLGRIND_ZERO_STATS; }
-void cg_dump(const char* label) { CALLGRIND_DUMP_STATS_AT(label); }
-"""
 
 
 def parse_shape(text):
@@ -76,7 +67,7 @@ def passes(shape, layout, dtype, activation="swish"):
 
 
 def _count_inside_callgrind(args):
-    helper = ctypes.CDLL(os.environ["BN_KERNELS_CALLGRIND_HELPER"])
+    helper = callgrind_counts.helper()
     for shape, layout, dtype in _cases(args):
         ours, peer = passes(shape, layout, getattr(torch, dtype), args.activation)
         for name, fn in {**ours, **peer}.items():
@@ -89,27 +80,14 @@ def _count_inside_callgrind(args):
 
 
 def callgrind(args):
-    with tempfile.TemporaryDirectory() as tmp:
-        source, library = os.path.join(tmp, "cg.c"), os.path.join(tmp, "libcg.so")
-        with open(source, "w") as f:
-            f.write(CALLGRIND_HELPER)
-        subprocess.run(["cc", "-shared", "-fPIC", "-O1", source, "-o", library], check=True)
-        env = dict(os.environ, BN_KERNELS_CALLGRIND_HELPER=library, OMP_NUM_THREADS="1")
-        command = ["valgrind", "--tool=callgrind", "--collect-atstart=yes", f"--callgrind-out-file={tmp}/cg.out",
-                   sys.executable, os.path.abspath(__file__), "--inside-callgrind", "--shapes", args.shapes,
-                   "--layouts", args.layouts, "--dtypes", args.dtypes, "--calls", str(args.calls),
-                   "--activation", args.activation]
-        subprocess.run(command, env=env, check=True, capture_output=True, timeout=7200)
-        rows = {}
-        for name in sorted(os.listdir(tmp)):
-            if not name.startswith("cg.out"):
-                continue
-            text = open(os.path.join(tmp, name)).read()
-            label = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.M)
-            total = re.search(r"^(?:totals|summary): (\d+)", text, re.M)
-            if label and total and "|" in label.group(1):
-                shape, layout, dtype, pass_ = label.group(1).split("|")
-                rows.setdefault((shape, layout, dtype), {})[pass_] = int(total.group(1)) / args.calls
+    rows = {}
+    counts = callgrind_counts.run([os.path.abspath(__file__), "--inside-callgrind", "--shapes", args.shapes,
+                                   "--layouts", args.layouts, "--dtypes", args.dtypes, "--calls", args.calls,
+                                   "--activation", args.activation], timeout=7200)
+    for label, total in counts:
+        if "|" in label:
+            shape, layout, dtype, pass_ = label.split("|")
+            rows.setdefault((shape, layout, dtype), {})[pass_] = total / args.calls
     print("instructions per call (callgrind, AVX2 copies, 1 thread), millions")
     for (shape, layout, dtype), counts in rows.items():
         ours = sum(counts[k] for k in ("stats", "forward", "backward_reduce", "backward_input"))

@@ -28,15 +28,11 @@ mmap and trim thresholds so that freed memory is reused: the steady state then h
 the comparison is of the kernels and the Python around them.
 """
 import argparse
-import ctypes
 import os
 import platform
-import re
 import statistics
-import subprocess
-import sys
-import tempfile
 
+import callgrind as callgrind_counts
 import torch
 import torch.nn as nn
 from timing import alternating_times, keep_freed_memory_mapped
@@ -45,11 +41,6 @@ import swishkernels as sk
 
 SHAPES = "1x16x8x8,2x32x20x20,8x256x20x20,16x32x160x160"
 SMALL_SHAPES = "1x16x8x8,2x32x20x20"
-CALLGRIND_HELPER = r"""
-#include <valgrind/callgrind.h>
-void cg_zero(void) { CALLGRIND_ZERO_STATS; }
-void cg_dump(const char* label) { CALLGRIND_DUMP_STATS_AT(label); }
-"""
 
 
 def parse_shape(text):
@@ -128,7 +119,7 @@ def wall_clock(args):
 
 def _count_inside_callgrind(args):
     """Runs under valgrind: one zero/dump pair per (case, module)."""
-    helper = ctypes.CDLL(os.environ["BN_CALLGRIND_HELPER"])
+    helper = callgrind_counts.helper()
     torch.set_num_threads(1)
     for mode, shape, layout, dtype_name, fns in cases(args):
         for name, step in zip(("peer", "fused"), fns):
@@ -142,27 +133,15 @@ def _count_inside_callgrind(args):
 
 def callgrind(args):
     """{(mode, shape, layout, dtype): {module: instructions per step}}, from one process under callgrind."""
-    with tempfile.TemporaryDirectory() as tmp:
-        source, library = os.path.join(tmp, "cg.c"), os.path.join(tmp, "libcg.so")
-        with open(source, "w") as f:
-            f.write(CALLGRIND_HELPER)
-        subprocess.run(["cc", "-shared", "-fPIC", "-O1", source, "-o", library], check=True)
-        env = dict(os.environ, BN_CALLGRIND_HELPER=library, OMP_NUM_THREADS="1")
-        command = ["valgrind", "--tool=callgrind", "--collect-atstart=yes", f"--callgrind-out-file={tmp}/cg.out",
-                   sys.executable, os.path.abspath(__file__), "--inside-callgrind", "--steps", str(args.steps),
-                   "--shapes", args.shapes, "--layouts", args.layouts, "--dtypes", args.dtypes,
-                   "--modes", args.modes, "--activation", args.activation]
-        subprocess.run(command, env=env, check=True, capture_output=True, timeout=3600)
-        results = {}
-        dumps = [name for name in os.listdir(tmp) if name.startswith("cg.out.")]
-        for name in sorted(dumps, key=lambda name: int(name.rpartition(".")[2])):  # in the order of the cases
-            text = open(os.path.join(tmp, name)).read()
-            label = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.M)
-            total = re.search(r"^(?:totals|summary): (\d+)", text, re.M)
-            if label and total and label.group(1).count("|") == 4:
-                *case, module = label.group(1).split("|")
-                results.setdefault(tuple(case), {})[module] = int(total.group(1)) / args.steps
-        return results
+    results = {}
+    counts = callgrind_counts.run([os.path.abspath(__file__), "--inside-callgrind", "--steps", args.steps,
+                                   "--shapes", args.shapes, "--layouts", args.layouts, "--dtypes", args.dtypes,
+                                   "--modes", args.modes, "--activation", args.activation])
+    for label, total in counts:  # in the order of the cases
+        if label.count("|") == 4:
+            *case, module = label.split("|")
+            results.setdefault(tuple(case), {})[module] = total / args.steps
+    return results
 
 
 def print_callgrind(args):

@@ -13,28 +13,17 @@ with cc, valgrind's callgrind.h) zeroes the counters before each path's loop and
 instructions per call = the dump's total / calls.
 """
 import argparse
-import ctypes
 import os
 import platform
-import re
 import statistics
-import subprocess
-import sys
-import tempfile
 
+import callgrind as callgrind_counts
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timing import alternating_times
 
 import swishkernels as sk
-
-CALLGRIND_HELPER = r"""
-#include <valgrind/callgrind.h>
-void cg_zero(void) { CALLGRIND_ZERO_STATS; }
-void cg_dump(const char* label) { CALLGRIND_DUMP_STATS_AT(label); }
-"""
-
 
 SAMPLE_CALLS = 10  # calls per wall-clock sample: one call (3 us) is too close to the timer's resolution
 # activation -> (functional peer, module peer)
@@ -107,7 +96,7 @@ def peers_of(name, table):
 
 def _count_inside_callgrind(numel, calls):
     """Runs under valgrind: one zero/dump pair per (mode, path)."""
-    helper = ctypes.CDLL(os.environ["PER_CALL_CALLGRIND_HELPER"])
+    helper = callgrind_counts.helper()
     mode_fns, x = modes(numel)
     for mode, make in mode_fns.items():
         for name, (_, fn) in paths().items():
@@ -122,27 +111,14 @@ def _count_inside_callgrind(numel, calls):
 
 def callgrind(numel, calls):
     """{mode: {path: instructions per call}}, from one process under valgrind --tool=callgrind."""
-    with tempfile.TemporaryDirectory() as tmp:
-        source, library = os.path.join(tmp, "cg.c"), os.path.join(tmp, "libcg.so")
-        with open(source, "w") as f:
-            f.write(CALLGRIND_HELPER)
-        subprocess.run(["cc", "-shared", "-fPIC", "-O1", source, "-o", library], check=True)
-        env = dict(os.environ, PER_CALL_CALLGRIND_HELPER=library, OMP_NUM_THREADS="1")
-        command = ["valgrind", "--tool=callgrind", "--collect-atstart=yes", f"--callgrind-out-file={tmp}/cg.out",
-                   sys.executable, os.path.abspath(__file__), "--inside-callgrind", "--numel", str(numel),
-                   "--calls", str(calls)]
-        subprocess.run(command, env=env, check=True, capture_output=True, timeout=3600)
-        results = {}
-        for name in sorted(os.listdir(tmp)):
-            if not name.startswith("cg.out"):
-                continue
-            text = open(os.path.join(tmp, name)).read()
-            label = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.M)
-            total = re.search(r"^(?:totals|summary): (\d+)", text, re.M)
-            if label and total and "|" in label.group(1):
-                mode, path = label.group(1).split("|", 1)
-                results.setdefault(mode, {})[path] = int(total.group(1)) / calls
-        return results
+    results = {}
+    counts = callgrind_counts.run([os.path.abspath(__file__), "--inside-callgrind", "--numel", numel,
+                                   "--calls", calls])
+    for label, total in counts:
+        if "|" in label:
+            mode, path = label.split("|", 1)
+            results.setdefault(mode, {})[path] = total / calls
+    return results
 
 
 def markdown(numel, wall, counts):

@@ -99,6 +99,17 @@ PyObject* forward(PyObject* /*module*/, PyObject* obj) {
   END_HANDLE_TH_ERRORS
 }
 
+// f(x) written into x (`obj`, its Python object, returned) when inplace is set and autograd will not
+// need x; otherwise a new tensor. A new reference either way.
+PyObject* activate_tensor(Activation act, PyObject* obj, const at::Tensor& x, bool inplace) {
+  if (inplace && !(x.requires_grad() && at::GradMode::is_enabled())) {
+    call_forward_inplace(act, const_cast<at::Tensor&>(x));
+    Py_INCREF(obj);
+    return obj;
+  }
+  return THPVariable_Wrap(call_forward(act, x));
+}
+
 // fn(x, inplace): what the module forms do (functional.activate): f(x) written into x when inplace
 // is True and autograd will not need x; otherwise out of place. None when the fast entry does not
 // apply.
@@ -117,12 +128,7 @@ PyObject* activate(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs
   if (inplace < 0) {
     return nullptr;
   }
-  if (inplace && !(x->requires_grad() && at::GradMode::is_enabled())) {
-    call_forward_inplace(act, const_cast<at::Tensor&>(*x));
-    Py_INCREF(args[0]);
-    return args[0];
-  }
-  return THPVariable_Wrap(call_forward(act, *x));
+  return activate_tensor(act, args[0], *x, inplace);
   END_HANDLE_TH_ERRORS
 }
 
@@ -201,12 +207,7 @@ PyObject* module_call(PyObject* /*module*/, PyObject* const* args, Py_ssize_t na
   if (plain == 0 || inplace < 0) {
     Py_RETURN_NONE;
   }
-  if (inplace && !(x->requires_grad() && at::GradMode::is_enabled())) {
-    call_forward_inplace(act, const_cast<at::Tensor&>(*x));
-    Py_INCREF(args[1]);
-    return args[1];
-  }
-  return THPVariable_Wrap(call_forward(act, *x));
+  return activate_tensor(act, args[1], *x, inplace);
   END_HANDLE_TH_ERRORS
 }
 
